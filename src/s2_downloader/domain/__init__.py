@@ -1,0 +1,51 @@
+"""The hexagon: the granule state machine, the use case, its ports and policies.
+
+Imports only the standard library and attrs; time and randomness are passed in.
+"""
+
+from s2_downloader.domain.errors import (
+    BadRequest,
+    FailureKind,
+    FileStoreError,
+    HubError,
+    InvalidTransition,
+    QueueError,
+    S2DownloaderError,
+    StoreError,
+)
+from s2_downloader.domain.granule import TERMINAL_STATES, Granule, Lease, State
+from s2_downloader.domain.lifecycle import TRANSITIONS, apply
+from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, Reject, RetryLater
+from s2_downloader.domain.ports import FileKey
+from s2_downloader.domain.request import DownloadRequest
+from s2_downloader.domain.retry import RetryPolicy
+from s2_downloader.domain.usecase import Files, Ports, handle
+
+__all__ = [
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "BadRequest",
+    "Defer",
+    "Done",
+    "DownloadRequest",
+    "Failed",
+    "FailureKind",
+    "FileKey",
+    "FileStoreError",
+    "Files",
+    "Granule",
+    "HubError",
+    "InvalidTransition",
+    "Lease",
+    "Outcome",
+    "Ports",
+    "QueueError",
+    "Reject",
+    "RetryLater",
+    "RetryPolicy",
+    "S2DownloaderError",
+    "State",
+    "StoreError",
+    "apply",
+    "handle",
+]

@@ -1,0 +1,67 @@
+"""The project's own error hierarchy; adapters translate library errors into these."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "BadRequest",
+    "FailureKind",
+    "FileStoreError",
+    "HubError",
+    "InvalidTransition",
+    "QueueError",
+    "S2DownloaderError",
+    "StoreError",
+]
+
+
+class S2DownloaderError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class InvalidTransition(S2DownloaderError):
+    """An event that the granule's current state does not allow; nothing changed."""
+
+
+class BadRequest(S2DownloaderError):
+    """A download message that breaks the contract; ``reason`` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StoreError(S2DownloaderError):
+    """The granule store could not be read or written."""
+
+
+class FileStoreError(S2DownloaderError):
+    """The file store (the EFS mount) could not be read or written."""
+
+
+class QueueError(S2DownloaderError):
+    """A queue operation failed."""
+
+
+class FailureKind(enum.Enum):
+    """Why an attempt at a granule did not verify, as CONTRACT section 6 sorts it."""
+
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    TRANSFER_INTERRUPTED = "transfer_interrupted"
+    NOT_FOUND = "not_found"
+    THROTTLED = "throttled"
+    OFFLINE = "offline"
+    SERVER_ERROR = "server_error"
+    UNAUTHORIZED = "unauthorized"
+    BAD_RESPONSE = "bad_response"
+
+
+class HubError(S2DownloaderError):
+    """The hub did not deliver; ``kind`` decides the outcome, ``retry_after`` is its hint."""
+
+    def __init__(self, kind: FailureKind, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"{kind.value}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.retry_after = retry_after

@@ -1,0 +1,47 @@
+"""What handling one request came to, as a value the entrypoints map onto the queue."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Defer", "Done", "Failed", "Outcome", "Reject", "RetryLater"]
+
+
+@attrs.frozen(kw_only=True)
+class Done:
+    """The granule is terminal for this message (verified and announced, or unknown): delete it."""
+
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class RetryLater:
+    """A counted failure: see the message again after ``delay_seconds``."""
+
+    delay_seconds: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Defer:
+    """Not this worker's turn or a passing hub problem, not counted: try after ``delay_seconds``."""
+
+    delay_seconds: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Failed:
+    """The granule failed for good: leave the message for the queue's dead-letter redrive."""
+
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Reject:
+    """The message is bad input: log it and leave it for the dead-letter redrive."""
+
+    reason: str
+
+
+Outcome = Done | RetryLater | Defer | Failed | Reject

@@ -1,0 +1,176 @@
+"""The ports: what the use case needs from the world, as small Protocols it owns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import attrs
+
+from s2_downloader.domain.granule import Granule
+from s2_downloader.domain.lifecycle import Event
+from s2_downloader.domain.request import DownloadRequest
+
+__all__ = [
+    "Cancellation",
+    "Clock",
+    "FileKey",
+    "FinalFiles",
+    "GranuleStore",
+    "Hub",
+    "Partial",
+    "PartialFiles",
+    "ProductStream",
+    "Progress",
+    "UploadQueue",
+]
+
+
+class GranuleStore(Protocol):
+    """The granule table: leases and recorded outcomes."""
+
+    def claim(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> Granule | None:
+        """Take the lease if the granule is free, else change nothing.
+
+        Returns the granule as it is after the attempt (the caller holds the lease
+        when ``granule.held_by(owner)`` and the state is ``claimed``), or ``None``
+        when no such granule exists.
+        """
+        ...
+
+    def heartbeat(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> bool:
+        """Extend ``owner``'s lease; ``False`` when ``owner`` no longer holds it."""
+        ...
+
+    def record(self, granule_id: str, event: Event) -> Granule:
+        """Apply ``event`` atomically; raise ``InvalidTransition`` if it is not legal now."""
+        ...
+
+    def release(self, granule_id: str, owner: str) -> bool:
+        """Hand the granule back unfinished; ``False`` when ``owner`` did not hold it."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class FileKey:
+    """Where a product lives: ``<mount>/<granule_id>/<filename>``."""
+
+    granule_id: str
+    filename: str
+
+
+class ProductStream(Protocol):
+    """An open product download: the bytes from ``offset`` up to ``total_size``."""
+
+    @property
+    def offset(self) -> int:
+        """The byte the body starts at (0 when the hub ignored the Range asked for)."""
+        ...
+
+    @property
+    def total_size(self) -> int | None:
+        """The product's full size when the hub said it."""
+        ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body in chunks; raises ``HubError`` when the transfer breaks."""
+        ...
+
+
+class Hub(Protocol):
+    """The product hub (DHuS or CDSE)."""
+
+    def checksum(self, granule_id: str) -> str:
+        """The MD5 the hub publishes for the product, lowercase hex; raises ``HubError``."""
+        ...
+
+    def open_product(self, request: DownloadRequest, offset: int) -> AbstractContextManager[ProductStream]:
+        """Start streaming the product from ``offset``; raises ``HubError``."""
+        ...
+
+
+class Partial(Protocol):
+    """A partial file open for appending; it hashes what it holds as bytes arrive."""
+
+    @property
+    def size(self) -> int:
+        """Bytes held so far."""
+        ...
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``."""
+        ...
+
+    def restart(self) -> None:
+        """Drop everything held and start again from byte 0."""
+        ...
+
+    def hexdigest(self) -> str:
+        """The MD5 of everything held, lowercase hex; flushes to stable storage first."""
+        ...
+
+
+class PartialFiles(Protocol):
+    """Data in progress, under a name that can never be taken for a final file."""
+
+    def open_partial(self, key: FileKey) -> AbstractContextManager[Partial]:
+        """Open the partial for ``key``, resuming what an earlier attempt left."""
+        ...
+
+    def promote(self, key: FileKey) -> None:
+        """Move the (flushed) partial to the final path atomically."""
+        ...
+
+    def discard_partial(self, key: FileKey) -> None:
+        """Delete the partial, if there is one."""
+        ...
+
+
+class FinalFiles(Protocol):
+    """Products at their final path."""
+
+    def final_digest(self, key: FileKey) -> str | None:
+        """The MD5 of the final file, or ``None`` when there is none."""
+        ...
+
+    def remove(self, key: FileKey) -> None:
+        """Delete the final file and any partial of ``key``."""
+        ...
+
+
+class UploadQueue(Protocol):
+    """The TO_UPLOAD queue."""
+
+    def send_upload(self, granule_id: str, filename: str) -> None:
+        """Announce a verified product to the uploader."""
+        ...
+
+
+class Clock(Protocol):
+    """Wall time for leases, monotonic time for durations."""
+
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+
+class Cancellation(Protocol):
+    """Asked between chunks: set when the attempt must stop and hand the granule back."""
+
+    def is_set(self) -> bool:
+        """Whether to stop now."""
+        ...
+
+
+class Progress(Protocol):
+    """Told how a transfer goes, for the live display."""
+
+    def transferred(self, granule_id: str, done: int, total: int | None) -> None:
+        """``done`` bytes of ``total`` are now in the partial file."""
+        ...

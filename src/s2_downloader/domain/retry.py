@@ -1,0 +1,50 @@
+"""The retry policy of CONTRACT section 6: the budget, the back-off, what counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from s2_downloader.domain.errors import FailureKind
+
+__all__ = ["COUNTED_FAILURES", "MAX_DELAY_SECONDS", "RetryPolicy"]
+
+#: SQS caps DelaySeconds and the contract caps the back-off at this.
+MAX_DELAY_SECONDS = 900
+
+#: Failures that spend the retry budget; the others only postpone.
+COUNTED_FAILURES = frozenset(
+    {FailureKind.CHECKSUM_MISMATCH, FailureKind.TRANSFER_INTERRUPTED, FailureKind.NOT_FOUND}
+)
+
+_JITTER = 0.2
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How many counted failures a granule may have and how long to wait after each."""
+
+    max_retries: int = 10
+    base_delay: float = 60.0
+    random: Callable[[], float] = attrs.field(eq=False, repr=False)
+
+    def counts(self, kind: FailureKind) -> bool:
+        """Whether a failure of ``kind`` is counted against the budget."""
+        return kind in COUNTED_FAILURES
+
+    def exhausted(self, retries: int) -> bool:
+        """Whether ``retries`` counted failures are more than the budget allows."""
+        return retries > self.max_retries
+
+    def backoff(self, retries: int) -> int:
+        """Seconds to wait after the ``retries``-th failure: base x 2^(n-1), capped, jittered down."""
+        exponent = max(retries, 1) - 1
+        ceiling = min(float(MAX_DELAY_SECONDS), self.base_delay * 2.0 ** min(exponent, 32))
+        return round(ceiling * (1.0 - _JITTER * self.random()))
+
+    def throttled(self, retry_after: float | None, retries: int) -> int:
+        """Seconds to wait when the hub asked us to slow down, honouring its hint up to the cap."""
+        if retry_after is None:
+            return self.backoff(retries)
+        return max(0, min(MAX_DELAY_SECONDS, round(retry_after)))

@@ -1,0 +1,294 @@
+"""The download use case: one request in, one Outcome out, all I/O through the ports.
+
+It follows the original HLS handler (claim, checksum, already downloaded?, download,
+compare, hand over or retry) and CONTRACT section 6 for what each hub failure means.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from s2_downloader.domain import lifecycle
+from s2_downloader.domain.errors import FailureKind, HubError
+from s2_downloader.domain.granule import Granule, State
+from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, RetryLater
+from s2_downloader.domain.ports import (
+    Cancellation,
+    Clock,
+    FileKey,
+    FinalFiles,
+    GranuleStore,
+    Hub,
+    Partial,
+    PartialFiles,
+    Progress,
+    UploadQueue,
+)
+from s2_downloader.domain.request import DownloadRequest
+from s2_downloader.domain.retry import MAX_DELAY_SECONDS, RetryPolicy
+
+__all__ = ["Files", "Ports", "handle"]
+
+_log = logging.getLogger("s2_downloader.download")
+
+#: How often, as a share of the lease, a transfer renews its lease.
+_HEARTBEAT_SHARE = 1 / 3
+
+
+class Files(FinalFiles, PartialFiles, Protocol):
+    """The file store: final files and partial files of one mount."""
+
+
+class _Never:
+    def is_set(self) -> bool:
+        return False
+
+
+class _Silent:
+    def transferred(self, granule_id: str, done: int, total: int | None) -> None:
+        del granule_id, done, total
+
+
+@attrs.frozen(kw_only=True)
+class Ports:
+    """Everything ``handle`` talks to, and the few settings that shape an attempt."""
+
+    granules: GranuleStore
+    hub: Hub
+    files: Files
+    uploads: UploadQueue
+    clock: Clock
+    policy: RetryPolicy
+    new_owner: Callable[[], str]
+    lease_seconds: float = 900.0
+    cancellation: Cancellation = attrs.field(factory=_Never)
+    progress: Progress = attrs.field(factory=_Silent)
+
+
+def handle(request: DownloadRequest, ports: Ports) -> Outcome:
+    """Take one download request as far as it can go now, and say what to do with its message."""
+    return _Attempt(request=request, ports=ports, owner=ports.new_owner()).run()
+
+
+class _Stopped(Exception):
+    """The transfer stopped on purpose (cancelled or lease lost); carries the outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+@attrs.define
+class _Attempt:
+    request: DownloadRequest
+    ports: Ports
+    owner: str
+    granule: Granule = attrs.field(init=False)
+    _last_beat: float = attrs.field(init=False, default=0.0)
+
+    @property
+    def key(self) -> FileKey:
+        return FileKey(granule_id=self.request.id, filename=self.request.filename)
+
+    def _extra(self, event: str, **fields: object) -> dict[str, object]:
+        return {"granule_id": self.request.id, "event": event, **fields}
+
+    def run(self) -> Outcome:
+        ports = self.ports
+        now = ports.clock.now()
+        claimed = ports.granules.claim(self.request.id, self.owner, now, ports.lease_seconds)
+        if claimed is None:
+            _log.warning("granule is not in the database", extra=self._extra("granule_unknown"))
+            return Done(reason="granule unknown")
+        self.granule = claimed
+        if claimed.state is State.VERIFIED:
+            return self._announce(claimed, "already verified")
+        if claimed.state is State.FAILED:
+            return Failed(reason=f"granule failed earlier: {claimed.last_error}")
+        if not (claimed.state is State.CLAIMED and claimed.held_by(self.owner)):
+            return self._busy(claimed, now)
+        if ports.policy.exhausted(claimed.download_retries):
+            return self._give_up()
+        try:
+            return self._transfer()
+        except HubError as exc:
+            return self._hub_failure(exc)
+        except _Stopped as stop:
+            return stop.outcome
+        except BaseException:
+            self._release_quietly()
+            raise
+
+    # -- the branches -------------------------------------------------------------
+
+    def _busy(self, granule: Granule, now: dt.datetime) -> Outcome:
+        lease = granule.lease
+        wait = 1.0 if lease is None else (lease.expires_at - now).total_seconds() + 1.0
+        delay = min(MAX_DELAY_SECONDS, max(1, math.ceil(wait)))
+        owner = lease.owner if lease else "nobody"
+        _log.info("granule is held by another worker", extra=self._extra("granule_busy", holder=owner))
+        return Defer(delay_seconds=delay, reason=f"held by {owner}")
+
+    def _give_up(self) -> Outcome:
+        self.ports.files.remove(self.key)
+        error = f"retry budget spent ({self.granule.download_retries} failures)"
+        self.granule = self.ports.granules.record(
+            self.request.id, lifecycle.GiveUp(owner=self.owner, error=error)
+        )
+        _log.error("download failed for good", extra=self._extra("download_failed", error=error))
+        return Failed(reason=error)
+
+    def _checksum(self) -> str:
+        if self.request.checksum and self.granule.download_retries == 0:
+            return self.request.checksum
+        return self.ports.hub.checksum(self.request.id).lower()
+
+    def _transfer(self) -> Outcome:
+        ports = self.ports
+        checksum = self._checksum()
+        on_disk = ports.files.final_digest(self.key)
+        if on_disk == checksum:
+            return self._verified(checksum, transferred=0, seconds=0.0, resumed_from=0)
+        if on_disk is not None:
+            _log.warning(
+                "final file does not match its checksum; removed",
+                extra=self._extra("final_file_mismatch", expected=checksum, actual=on_disk),
+            )
+            ports.files.remove(self.key)
+        self.granule = ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
+        started = ports.clock.monotonic()
+        self._last_beat = started
+        with ports.files.open_partial(self.key) as partial:
+            resumed_from = self._stream_into(partial)
+            digest = partial.hexdigest()
+            transferred = partial.size - resumed_from
+        if digest != checksum:
+            ports.files.discard_partial(self.key)
+            detail = f"checksum mismatch: expected {checksum}, got {digest}"
+            return self._counted(FailureKind.CHECKSUM_MISMATCH, detail)
+        if not ports.granules.heartbeat(self.request.id, self.owner, ports.clock.now(), ports.lease_seconds):
+            return self._lease_lost()
+        ports.files.promote(self.key)
+        seconds = ports.clock.monotonic() - started
+        return self._verified(checksum, transferred=transferred, seconds=seconds, resumed_from=resumed_from)
+
+    def _stream_into(self, partial: Partial) -> int:
+        ports = self.ports
+        resumed_from = partial.size
+        with ports.hub.open_product(self.request, resumed_from) as stream:
+            if stream.offset != resumed_from:
+                if stream.offset != 0:
+                    detail = f"hub answered from byte {stream.offset}, asked for {resumed_from}"
+                    raise HubError(FailureKind.BAD_RESPONSE, detail)
+                partial.restart()
+                resumed_from = 0
+            total = stream.total_size
+            for chunk in stream.chunks():
+                partial.write(chunk)
+                ports.progress.transferred(self.request.id, partial.size, total)
+                self._between_chunks()
+        if total is not None and partial.size != total:
+            detail = f"body ended at byte {partial.size} of {total}"
+            raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail)
+        return resumed_from
+
+    def _between_chunks(self) -> None:
+        ports = self.ports
+        if ports.cancellation.is_set():
+            ports.granules.release(self.request.id, self.owner)
+            _log.info("attempt cancelled; granule released", extra=self._extra("download_cancelled"))
+            raise _Stopped(Defer(delay_seconds=0, reason="cancelled"))
+        tick = ports.clock.monotonic()
+        if tick - self._last_beat >= ports.lease_seconds * _HEARTBEAT_SHARE:
+            self._last_beat = tick
+            if not ports.granules.heartbeat(
+                self.request.id, self.owner, ports.clock.now(), ports.lease_seconds
+            ):
+                raise _Stopped(self._lease_lost())
+
+    def _lease_lost(self) -> Outcome:
+        _log.warning("lease lost to another worker; stopping", extra=self._extra("lease_lost"))
+        return Defer(delay_seconds=1, reason="lease lost")
+
+    def _verified(self, checksum: str, *, transferred: int, seconds: float, resumed_from: int) -> Outcome:
+        attempt = self.granule.download_retries + 1
+        self.granule = self.ports.granules.record(
+            self.request.id, lifecycle.Verify(owner=self.owner, checksum=checksum)
+        )
+        mb_per_s = transferred / seconds / 1e6 if seconds > 0 else 0.0
+        _log.info(
+            "download verified",
+            extra=self._extra(
+                "download_verified",
+                bytes=transferred,
+                seconds=round(seconds, 3),
+                mb_per_s=round(mb_per_s, 1),
+                attempt=attempt,
+                resumed_from=resumed_from,
+            ),
+        )
+        return self._announce(self.granule, "verified")
+
+    def _announce(self, granule: Granule, reason: str) -> Outcome:
+        if granule.upload_sent:
+            return Done(reason=reason)
+        self.ports.uploads.send_upload(self.request.id, self.request.filename)
+        self.ports.granules.record(self.request.id, lifecycle.MarkUploadSent())
+        _log.info("upload message sent", extra=self._extra("upload_queued"))
+        return Done(reason=reason)
+
+    # -- failures -----------------------------------------------------------------
+
+    def _hub_failure(self, exc: HubError) -> Outcome:
+        policy = self.ports.policy
+        if policy.counts(exc.kind):
+            return self._counted(exc.kind, str(exc))
+        retries = self.granule.download_retries
+        if exc.kind is FailureKind.OFFLINE:
+            delay = MAX_DELAY_SECONDS
+        elif exc.kind is FailureKind.THROTTLED:
+            delay = policy.throttled(exc.retry_after, retries)
+        else:
+            delay = policy.backoff(retries)
+        self.granule = self.ports.granules.record(
+            self.request.id, lifecycle.Postpone(owner=self.owner, error=str(exc))
+        )
+        _log.warning(
+            "hub trouble; postponed", extra=self._extra("download_postponed", error=str(exc), delay=delay)
+        )
+        return Defer(delay_seconds=delay, reason=str(exc))
+
+    def _counted(self, kind: FailureKind, detail: str) -> Outcome:
+        ports = self.ports
+        retries = self.granule.download_retries + 1
+        if ports.policy.exhausted(retries):
+            ports.files.remove(self.key)
+            self.granule = ports.granules.record(
+                self.request.id, lifecycle.Exhaust(owner=self.owner, error=detail)
+            )
+            _log.error(
+                "retry budget spent; download failed",
+                extra=self._extra("download_failed", error=detail, retries=retries),
+            )
+            return Failed(reason=detail)
+        self.granule = ports.granules.record(
+            self.request.id, lifecycle.CountFailure(owner=self.owner, error=detail)
+        )
+        delay = ports.policy.backoff(retries)
+        _log.warning(
+            "attempt failed; will retry",
+            extra=self._extra("download_retry", error=detail, kind=kind.value, retries=retries, delay=delay),
+        )
+        return RetryLater(delay_seconds=delay, reason=detail)
+
+    def _release_quietly(self) -> None:
+        try:
+            self.ports.granules.release(self.request.id, self.owner)
+        except Exception:  # noqa: BLE001 - the original error is the one worth raising
+            _log.warning("could not release the granule after an error", extra=self._extra("release_failed"))

@@ -1,0 +1,1 @@
+"""Entrypoints: configuration, wiring, the Lambda handler, the local runner and the CLI."""
