@@ -150,10 +150,10 @@ TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
 
 
 def _claim(granule: Granule, event: Claim) -> Granule:
-    if granule.state in _LEASED:
-        if granule.lease is not None and granule.lease.is_live(event.now):
-            msg = f"granule {granule.id} is leased to {granule.lease.owner} until {granule.lease.expires_at.isoformat()}"
-            raise InvalidTransition(msg)
+    lease = granule.lease
+    if granule.state in _LEASED and lease is not None and lease.is_live(event.now):
+        msg = f"granule {granule.id} is leased to {lease.owner} until {lease.expires_at.isoformat()}"
+        raise InvalidTransition(msg)
     expires = event.now + dt.timedelta(seconds=event.lease_seconds)
     return attrs.evolve(granule, lease=Lease(owner=event.owner, expires_at=expires))
 
