@@ -1,0 +1,3 @@
+"""pytest fixtures for the postgres part of the throwaway stack."""
+
+__all__: list[str] = []
