@@ -1,0 +1,344 @@
+"""In-memory fakes of every port, with fault injection; checked against the Protocols by mypy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import attrs
+
+from s2_downloader.domain import lifecycle
+from s2_downloader.domain.errors import FailureKind, HubError, InvalidTransition
+from s2_downloader.domain.granule import Granule
+from s2_downloader.domain.ports import (
+    Clock,
+    FileKey,
+    GranuleStore,
+    Hub,
+    Partial,
+    ProductStream,
+    UploadQueue,
+)
+from s2_downloader.domain.request import DownloadRequest
+from s2_downloader.domain.usecase import Files
+
+__all__ = [
+    "EPOCH",
+    "Crash",
+    "CrashPlan",
+    "FakeClock",
+    "FakeHub",
+    "FakeUploadQueue",
+    "HubFault",
+    "InMemoryFiles",
+    "InMemoryGranuleStore",
+    "md5",
+]
+
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def md5(data: bytes) -> str:
+    """The lowercase hex MD5 of ``data``."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class Crash(Exception):
+    """A simulated process death at a port call."""
+
+
+@attrs.define
+class CrashPlan:
+    """Raises ``Crash`` at the ``at``-th port call counted from now (1-based); 0 never."""
+
+    at: int = 0
+    calls: int = 0
+    log: list[str] = attrs.field(factory=list)
+
+    def tick(self, name: str) -> None:
+        """Count one port call and crash if it is the chosen one."""
+        self.calls += 1
+        self.log.append(name)
+        if self.at and self.calls == self.at:
+            self.at = 0
+            raise Crash(name)
+
+    def arm(self, at: int) -> None:
+        """Crash at the ``at``-th call from now."""
+        self.calls = 0
+        self.at = at
+
+
+@attrs.define
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    current: dt.datetime = EPOCH
+    ticks: float = 0.0
+    step: float = 0.0
+
+    def now(self) -> dt.datetime:
+        """The fake wall time."""
+        return self.current
+
+    def monotonic(self) -> float:
+        """The fake monotonic time; advances by ``step`` per call to model slow transfers."""
+        self.ticks += self.step
+        self.current += dt.timedelta(seconds=self.step)
+        return self.ticks
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks forward."""
+        self.current += dt.timedelta(seconds=seconds)
+        self.ticks += seconds
+
+
+@attrs.define
+class InMemoryGranuleStore:
+    """The granule table as a dict, with the same conditional semantics as the SQL."""
+
+    granules: dict[str, Granule] = attrs.field(factory=dict)
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    verified_at: list[tuple[str, dt.datetime]] = attrs.field(factory=list)
+
+    def add(self, granule_id: str, filename: str, **fields: object) -> Granule:
+        """Insert a granule as the link fetcher would."""
+        granule = Granule(id=granule_id, filename=filename, **fields)  # type: ignore[arg-type]
+        self.granules[granule_id] = granule
+        return granule
+
+    def claim(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> Granule | None:
+        """Take the lease if free; return the granule as it now is."""
+        self.crashes.tick("granules.claim")
+        granule = self.granules.get(granule_id)
+        if granule is None:
+            return None
+        try:
+            granule = lifecycle.apply(
+                granule, lifecycle.Claim(owner=owner, now=now, lease_seconds=lease_seconds)
+            )
+        except InvalidTransition:
+            return granule
+        self.granules[granule_id] = granule
+        return granule
+
+    def heartbeat(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> bool:
+        """Extend the owner's lease."""
+        self.crashes.tick("granules.heartbeat")
+        granule = self.granules.get(granule_id)
+        if granule is None or not granule.held_by(owner):
+            return False
+        event = lifecycle.Heartbeat(owner=owner, now=now, lease_seconds=lease_seconds)
+        self.granules[granule_id] = lifecycle.apply(granule, event)
+        return True
+
+    def record(self, granule_id: str, event: lifecycle.Event) -> Granule:
+        """Apply one event atomically."""
+        self.crashes.tick(f"granules.record.{type(event).__name__}")
+        granule = self.granules.get(granule_id)
+        if granule is None:
+            msg = f"no granule {granule_id}"
+            raise InvalidTransition(msg)
+        updated = lifecycle.apply(granule, event)
+        self.granules[granule_id] = updated
+        if isinstance(event, lifecycle.Verify):
+            self.verified_at.append((granule_id, EPOCH))
+        return updated
+
+    def release(self, granule_id: str, owner: str) -> bool:
+        """Give the granule back if ``owner`` holds it."""
+        self.crashes.tick("granules.release")
+        granule = self.granules.get(granule_id)
+        if granule is None or not granule.held_by(owner):
+            return False
+        self.granules[granule_id] = lifecycle.apply(granule, lifecycle.Release(owner=owner))
+        return True
+
+
+@attrs.frozen(kw_only=True)
+class HubFault:
+    """One scripted misbehaviour of the hub, consumed by one request."""
+
+    error: HubError | None = None
+    short_by: int = 0
+    corrupt: bool = False
+    ignore_range: bool = False
+    wrong_checksum: bool = False
+
+    @classmethod
+    def fail(cls, kind: FailureKind, retry_after: float | None = None) -> HubFault:
+        """The request fails with ``kind``."""
+        return cls(error=HubError(kind, "scripted", retry_after=retry_after))
+
+
+@attrs.frozen
+class _Stream:
+    offset: int
+    total_size: int | None
+    _body: bytes
+    _chunk: int
+    _on_chunk: Callable[[int], None]
+    _cut_with: HubError | None
+
+    def chunks(self) -> Iterator[bytes]:
+        for index, start in enumerate(range(0, len(self._body), self._chunk)):
+            self._on_chunk(index)
+            yield self._body[start : start + self._chunk]
+        if self._cut_with is not None:
+            raise self._cut_with
+
+
+@attrs.define
+class FakeHub:
+    """Products in memory, a published checksum each, and scripted faults per product."""
+
+    products: dict[str, bytes] = attrs.field(factory=dict)
+    published: dict[str, str] = attrs.field(factory=dict)
+    download_faults: dict[str, list[HubFault]] = attrs.field(factory=dict)
+    checksum_faults: dict[str, list[HubFault]] = attrs.field(factory=dict)
+    chunk_size: int = 4
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    on_chunk: Callable[[str, int], None] | None = None
+    downloads: Counter[str] = attrs.field(factory=Counter)
+    bytes_served: Counter[str] = attrs.field(factory=Counter)
+
+    def add(self, granule_id: str, content: bytes) -> None:
+        """Publish a product and its true checksum."""
+        self.products[granule_id] = content
+        self.published[granule_id] = md5(content)
+
+    def checksum(self, granule_id: str) -> str:
+        """The published MD5, or the scripted fault."""
+        self.crashes.tick("hub.checksum")
+        fault = self._next(self.checksum_faults, granule_id)
+        if fault and fault.error:
+            raise fault.error
+        if granule_id not in self.published:
+            raise HubError(FailureKind.NOT_FOUND, f"no product {granule_id}")
+        if fault and fault.wrong_checksum:
+            return md5(b"not the product")
+        return self.published[granule_id]
+
+    @contextmanager
+    def open_product(self, request: DownloadRequest, offset: int) -> Iterator[ProductStream]:
+        """Serve the product from ``offset`` (or 0 if the script says Range is ignored)."""
+        self.crashes.tick("hub.open_product")
+        fault = self._next(self.download_faults, request.id)
+        if fault and fault.error:
+            raise fault.error
+        content = self.products.get(request.id)
+        if content is None:
+            raise HubError(FailureKind.NOT_FOUND, f"no product {request.id}")
+        if fault and fault.corrupt:
+            content = bytes(b ^ 0xFF for b in content)
+        start = 0 if (fault and fault.ignore_range) else min(offset, len(content))
+        body = content[start:]
+        cut: HubError | None = None
+        if fault and fault.short_by:
+            body = body[: max(0, len(body) - fault.short_by)]
+            cut = HubError(FailureKind.TRANSFER_INTERRUPTED, "connection reset")
+        self.downloads[request.id] += 1
+        self.bytes_served[request.id] += len(body)
+
+        def on_chunk(index: int) -> None:
+            self.crashes.tick("hub.chunk")
+            if self.on_chunk is not None:
+                self.on_chunk(request.id, index)
+
+        yield _Stream(start, len(content), body, self.chunk_size, on_chunk, cut)
+
+    @staticmethod
+    def _next(script: dict[str, list[HubFault]], granule_id: str) -> HubFault | None:
+        faults = script.get(granule_id)
+        return faults.pop(0) if faults else None
+
+
+@attrs.define
+class _FakePartial:
+    store: InMemoryFiles
+    key: FileKey
+
+    @property
+    def size(self) -> int:
+        return len(self.store.partials[self.key])
+
+    def write(self, chunk: bytes) -> None:
+        self.store.crashes.tick("files.write")
+        self.store.partials[self.key].extend(chunk)
+
+    def restart(self) -> None:
+        self.store.partials[self.key].clear()
+
+    def hexdigest(self) -> str:
+        self.store.crashes.tick("files.hexdigest")
+        return md5(bytes(self.store.partials[self.key]))
+
+
+@attrs.define
+class InMemoryFiles:
+    """The EFS mount as two dicts: final files and partial files."""
+
+    finals: dict[FileKey, bytes] = attrs.field(factory=dict)
+    partials: dict[FileKey, bytearray] = attrs.field(factory=dict)
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    open_partials: Counter[FileKey] = attrs.field(factory=Counter)
+
+    def final_digest(self, key: FileKey) -> str | None:
+        """MD5 of the final file, if any."""
+        self.crashes.tick("files.final_digest")
+        content = self.finals.get(key)
+        return None if content is None else md5(content)
+
+    def remove(self, key: FileKey) -> None:
+        """Delete the final file and the partial."""
+        self.crashes.tick("files.remove")
+        self.finals.pop(key, None)
+        self.partials.pop(key, None)
+
+    @contextmanager
+    def open_partial(self, key: FileKey) -> Iterator[Partial]:
+        """Resume the partial (creating it empty)."""
+        self.crashes.tick("files.open_partial")
+        self.partials.setdefault(key, bytearray())
+        self.open_partials[key] += 1
+        try:
+            yield _FakePartial(self, key)
+        finally:
+            self.open_partials[key] -= 1
+
+    def promote(self, key: FileKey) -> None:
+        """Move the partial to the final path."""
+        self.crashes.tick("files.promote")
+        self.finals[key] = bytes(self.partials.pop(key))
+
+    def discard_partial(self, key: FileKey) -> None:
+        """Drop the partial."""
+        self.crashes.tick("files.discard_partial")
+        self.partials.pop(key, None)
+
+
+@attrs.define
+class FakeUploadQueue:
+    """The TO_UPLOAD queue as a list of (id, filename)."""
+
+    sent: list[tuple[str, str]] = attrs.field(factory=list)
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+
+    def send_upload(self, granule_id: str, filename: str) -> None:
+        """Record the upload message."""
+        self.crashes.tick("uploads.send")
+        self.sent.append((granule_id, filename))
+
+
+def _check_protocols(
+    store: InMemoryGranuleStore,
+    hub: FakeHub,
+    files: InMemoryFiles,
+    uploads: FakeUploadQueue,
+    clock: FakeClock,
+) -> tuple[GranuleStore, Hub, Files, UploadQueue, Clock]:
+    """Never called: mypy checks each fake against its Protocol here."""
+    return store, hub, files, uploads, clock

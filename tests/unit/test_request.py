@@ -1,0 +1,94 @@
+"""Download messages: each kind of bad input is rejected with a precise reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s2_downloader.adapters.wire import parse_download_message, upload_message
+from s2_downloader.domain.errors import BadRequest
+from s2_downloader.domain.request import DownloadRequest, origin_of
+
+ORIGINS = {("https", "scihub.copernicus.eu", 443)}
+URL = "https://scihub.copernicus.eu/dhus/odata/v1/Products('abc')/$value"
+
+
+def _body(**fields: object) -> str:
+    message: dict[str, object] = {"id": "abc", "filename": "S2A_X.zip", "download_url": URL}
+    message.update(fields)
+    return json.dumps({k: v for k, v in message.items() if v is not ...})
+
+
+def test_a_good_message_becomes_a_request() -> None:
+    """A well-formed message with an upper-case checksum and an unknown key parses."""
+    request = parse_download_message(_body(checksum="AB" * 16, extra=1), ORIGINS)
+    assert DownloadRequest(id="abc", filename="S2A_X.zip", download_url=URL, checksum="ab" * 16) == request
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not json", "body is not JSON"),
+        ("[1, 2]", "body is a JSON list, not an object"),
+        ('"abc"', "body is a JSON str, not an object"),
+        (_body(id=...), "required field missing @ body.id"),
+        (_body(filename=...), "required field missing @ body.filename"),
+        (_body(download_url=...), "required field missing @ body.download_url"),
+        (_body(id=42), "expected str @ body.id"),
+        (_body(filename=None), "expected str @ body.filename"),
+        (_body(checksum=5), "@ body.checksum"),
+        (_body(id="../etc"), "unsafe id"),
+        (_body(id=".."), "unsafe id"),
+        (_body(id="."), "unsafe id"),
+        (_body(id=""), "unsafe id"),
+        (_body(id="a" * 257), "unsafe id"),
+        (_body(id="a b"), "unsafe id"),
+        (_body(filename="a/b.zip"), "unsafe filename"),
+        (_body(filename="a\\b.zip"), "unsafe filename"),
+        (_body(filename="a\x00b"), "unsafe filename"),
+        (_body(filename="a\nb"), "unsafe filename"),
+        (_body(filename=".hidden"), "starts with '.'"),
+        (_body(filename=""), "0 bytes"),
+        (_body(filename="é" * 128), "256 bytes"),
+        (_body(download_url="https://evil.example/x"), "outside the configured hub origin"),
+        (_body(download_url="http://scihub.copernicus.eu/x"), "outside the configured hub origin"),
+        (_body(download_url="https://scihub.copernicus.eu:8443/x"), "outside the configured hub origin"),
+        (_body(download_url="file:///etc/passwd"), "not an absolute http(s) URL"),
+        (_body(download_url="https://scihub.copernicus.eu:99999/x"), "malformed URL"),
+        (_body(checksum="xyz"), "not 32 hex digits"),
+    ],
+)
+def test_bad_input_is_rejected_with_its_reason(body: str, reason: str) -> None:
+    """Each rule of CONTRACT sections 3 and 4 has its own rejection reason."""
+    with pytest.raises(BadRequest) as caught:
+        parse_download_message(body, ORIGINS)
+    assert reason in caught.value.reason
+
+
+def test_default_ports_are_part_of_the_origin() -> None:
+    """An explicit default port is the same origin as none."""
+    assert origin_of("https://Hub.Example:443/a") == origin_of("https://hub.example/b")
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_any_accepted_id_and_filename_is_one_safe_path_component(text: str) -> None:
+    """Whatever text is offered, an accepted id or filename never navigates the file system."""
+    try:
+        request = DownloadRequest.create(
+            id=text, filename=text, download_url=URL, checksum=None, allowed_origins=ORIGINS
+        )
+    except BadRequest:
+        return
+    for part in (request.id, request.filename):
+        assert "/" not in part
+        assert "\\" not in part
+        assert part not in {".", ".."}
+        assert not part.startswith(".")
+
+
+def test_upload_message_carries_id_and_filename() -> None:
+    """The TO_UPLOAD body is the contract's JSON object."""
+    assert {"id": "abc", "filename": "f.zip"} == json.loads(upload_message("abc", "f.zip"))

@@ -1,0 +1,85 @@
+"""A world of fakes wired into the use case, shared by the example and stateful tests."""
+
+from __future__ import annotations
+
+import itertools
+
+import attrs
+
+from s2_downloader.domain import Outcome, handle
+from s2_downloader.domain.ports import FileKey
+from s2_downloader.domain.request import DownloadRequest
+from s2_downloader.domain.retry import RetryPolicy
+from s2_downloader.domain.usecase import Ports
+from tests.unit.fakes import (
+    CrashPlan,
+    FakeClock,
+    FakeHub,
+    FakeUploadQueue,
+    InMemoryFiles,
+    InMemoryGranuleStore,
+)
+
+__all__ = ["HUB", "World"]
+
+HUB = "https://hub.test"
+
+
+@attrs.define
+class World:
+    """Fakes of every port sharing one crash plan, and the settings the use case runs with."""
+
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    clock: FakeClock = attrs.field(factory=FakeClock)
+    max_retries: int = 3
+    lease_seconds: float = 900.0
+    store: InMemoryGranuleStore = attrs.field(init=False)
+    hub: FakeHub = attrs.field(init=False)
+    files: InMemoryFiles = attrs.field(init=False)
+    uploads: FakeUploadQueue = attrs.field(init=False)
+    _owners: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
+
+    def __attrs_post_init__(self) -> None:
+        self.store = InMemoryGranuleStore(crashes=self.crashes)
+        self.hub = FakeHub(crashes=self.crashes)
+        self.files = InMemoryFiles(crashes=self.crashes)
+        self.uploads = FakeUploadQueue(crashes=self.crashes)
+
+    def ports(self, **overrides: object) -> Ports:
+        """The use case's ports over these fakes."""
+        ports = Ports(
+            granules=self.store,
+            hub=self.hub,
+            files=self.files,
+            uploads=self.uploads,
+            clock=self.clock,
+            policy=RetryPolicy(max_retries=self.max_retries, base_delay=60, random=lambda: 0.5),
+            new_owner=lambda: f"worker-{next(self._owners)}",
+            lease_seconds=self.lease_seconds,
+        )
+        return attrs.evolve(ports, **overrides)
+
+    def add(self, granule_id: str, content: bytes, **fields: object) -> DownloadRequest:
+        """A granule in the table, its product on the hub, and the request that names it."""
+        self.store.add(granule_id, f"{granule_id}.zip", **fields)
+        self.hub.add(granule_id, content)
+        return self.request(granule_id)
+
+    @staticmethod
+    def request(granule_id: str, checksum: str | None = None) -> DownloadRequest:
+        """The download request for ``granule_id``."""
+        return DownloadRequest(
+            id=granule_id,
+            filename=f"{granule_id}.zip",
+            download_url=f"{HUB}/dhus/odata/v1/Products('{granule_id}')/$value",
+            checksum=checksum,
+        )
+
+    @staticmethod
+    def key(granule_id: str) -> FileKey:
+        """Where the product of ``granule_id`` lands."""
+        return FileKey(granule_id=granule_id, filename=f"{granule_id}.zip")
+
+    def handle(self, request: DownloadRequest, **overrides: object) -> Outcome:
+        """Run the use case once."""
+        return handle(request, self.ports(**overrides))
