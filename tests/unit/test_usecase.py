@@ -262,7 +262,7 @@ def test_two_workers_at_once_download_once(world: World) -> None:
 
     world.hub.on_chunk = second_worker
     assert Done(reason="verified") == world.handle(request)
-    assert [Defer(delay_seconds=901, reason="held by worker-0")] == inner
+    assert [Defer(delay_seconds=900, reason="held by worker-0")] == inner
     assert 1 == world.hub.downloads["g1"]
     assert 1 == len(world.uploads.sent)
 
