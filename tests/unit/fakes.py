@@ -46,8 +46,8 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-class Crash(Exception):
-    """A simulated process death at a port call."""
+class Crash(BaseException):
+    """A simulated process death at a port call: like kill -9, nothing gets to clean up."""
 
 
 @attrs.define
@@ -204,6 +204,8 @@ class FakeHub:
     on_chunk: Callable[[str, int], None] | None = None
     downloads: Counter[str] = attrs.field(factory=Counter)
     bytes_served: Counter[str] = attrs.field(factory=Counter)
+    streaming: Counter[str] = attrs.field(factory=Counter)
+    most_at_once: Counter[str] = attrs.field(factory=Counter)
 
     def add(self, granule_id: str, content: bytes) -> None:
         """Publish a product and its true checksum."""
@@ -248,7 +250,12 @@ class FakeHub:
             if self.on_chunk is not None:
                 self.on_chunk(request.id, index)
 
-        yield _Stream(start, len(content), body, self.chunk_size, on_chunk, cut)
+        self.streaming[request.id] += 1
+        self.most_at_once[request.id] = max(self.most_at_once[request.id], self.streaming[request.id])
+        try:
+            yield _Stream(start, len(content), body, self.chunk_size, on_chunk, cut)
+        finally:
+            self.streaming[request.id] -= 1
 
     @staticmethod
     def _next(script: dict[str, list[HubFault]], granule_id: str) -> HubFault | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import attrs
 
@@ -45,7 +46,7 @@ class World:
         self.files = InMemoryFiles(crashes=self.crashes)
         self.uploads = FakeUploadQueue(crashes=self.crashes)
 
-    def ports(self, **overrides: object) -> Ports:
+    def ports(self, **overrides: Any) -> Ports:
         """The use case's ports over these fakes."""
         ports = Ports(
             granules=self.store,
@@ -80,6 +81,6 @@ class World:
         """Where the product of ``granule_id`` lands."""
         return FileKey(granule_id=granule_id, filename=f"{granule_id}.zip")
 
-    def handle(self, request: DownloadRequest, **overrides: object) -> Outcome:
+    def handle(self, request: DownloadRequest, **overrides: Any) -> Outcome:
         """Run the use case once."""
         return handle(request, self.ports(**overrides))

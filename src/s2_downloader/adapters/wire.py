@@ -47,7 +47,7 @@ def parse_download_message(body: str, allowed_origins: Collection[tuple[str, str
         raise BadRequest(msg)
     try:
         parsed = _converter.structure(raw, _DownloadBody)
-    except Exception as exc:  # noqa: BLE001 - cattrs raises a variety; transform_error explains each
+    except Exception as exc:
         details = (
             "; ".join(cattrs.transform_error(exc, path="body"))
             if isinstance(exc, cattrs.BaseValidationError)

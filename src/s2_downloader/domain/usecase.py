@@ -121,7 +121,8 @@ class _Attempt:
             return self._hub_failure(exc)
         except _Stopped as stop:
             return stop.outcome
-        except BaseException:
+        except Exception:
+            # Not a crash (those release nothing): free the granule for the next delivery.
             self._release_quietly()
             raise
 
