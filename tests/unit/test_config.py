@@ -1,0 +1,89 @@
+"""Settings.from_env: defaults, validation naming the variable, secrets kept out of reprs."""
+
+from __future__ import annotations
+
+import pytest
+
+from s2_downloader.entrypoints.config import ConfigError, Settings
+
+
+def test_defaults_are_the_contracts() -> None:
+    """An empty environment gives CONTRACT section 2's defaults."""
+    settings = Settings.from_env({})
+    expected = ("dhus", "https://scihub.copernicus.eu", 10, 60.0, 900.0, 10.0, 60.0)
+    actual = (
+        settings.hub_api,
+        settings.scihub_url,
+        settings.max_download_retries,
+        settings.retry_delay_seconds,
+        settings.lease_seconds,
+        settings.http_connect_timeout,
+        settings.http_read_timeout,
+    )
+    assert expected == actual
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MAX_DOWNLOAD_RETRIES", "ten"),
+        ("MAX_DOWNLOAD_RETRIES", "-1"),
+        ("MAX_DOWNLOAD_RETRIES", "1.5"),
+        ("RETRY_DELAY_SECONDS", "nan"),
+        ("LEASE_SECONDS", "0"),
+        ("HTTP_READ_TIMEOUT", "inf"),
+        ("HTTP_CONNECT_TIMEOUT", "x"),
+        ("HUB_API", "scihub"),
+        ("SCIHUB_URL", "ftp://hub"),
+        ("TO_DOWNLOAD_SQS_QUEUE_URL", "queue"),
+        ("COPERNICUS_IDENTITY_URL", "not a url"),
+        ("PG_PORT", "abc"),
+    ],
+)
+def test_a_malformed_value_names_its_variable(variable: str, value: str) -> None:
+    """Each malformed value raises ConfigError naming the variable."""
+    env = {variable: value, "PG_USER": "u"} if variable == "PG_PORT" else {variable: value}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert variable == caught.value.variable
+    assert str(caught.value).startswith(f"{variable}: ")
+
+
+@pytest.mark.parametrize(
+    "missing", ["TO_DOWNLOAD_SQS_QUEUE_URL", "TO_UPLOAD_SQS_QUEUE_URL", "EFS_MOUNT_DIR", "DATABASE_URL"]
+)
+def test_the_worker_requires_queues_mount_and_database(missing: str) -> None:
+    """run and the Lambda refuse to start without each required variable, naming it."""
+    env = {
+        "DATABASE_URL": "postgresql://u@h/db",
+        "TO_DOWNLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/d",
+        "TO_UPLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/u",
+        "EFS_MOUNT_DIR": "/mnt/efs",
+        "SCIHUB_USERNAME": "user",
+        "SCIHUB_PASSWORD": "pw",
+    }
+    del env[missing]
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env).require_worker()
+    assert missing == caught.value.variable
+
+
+def test_pg_variables_build_a_conninfo_when_database_url_is_unset() -> None:
+    """PG_HOST/PORT/USER/PASSWORD/DB become a quoted conninfo string."""
+    env = {"PG_HOST": "db", "PG_USER": "hls", "PG_PASSWORD": "p'w d", "PG_DB": "granules"}
+    url = Settings.from_env(env).database_url
+    assert "host='db' port='5432' user='hls' password='p\\'w d' dbname='granules'" == url
+
+
+def test_no_secret_in_the_repr() -> None:
+    """Passwords and connection strings never show in repr(Settings)."""
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u:dbsecret@h/db",
+            "SCIHUB_USERNAME": "user",
+            "SCIHUB_PASSWORD": "hubsecret",
+        }
+    )
+    text = repr(settings)
+    assert "user" in text
+    assert ("dbsecret" in text, "hubsecret" in text) == (False, False)
