@@ -233,7 +233,7 @@ class Runner:
 
     def _keep_visible(self) -> None:
         interval = max(1.0, self.settings.visibility_seconds / 3)
-        while not self.stopping.wait(interval) or self._active():
+        while not self._finished.wait(interval):
             with self._lock:
                 entries = list(self._inflight.values())
             for entry in entries:
@@ -243,8 +243,6 @@ class Runner:
                     )
                 except QueueError as exc:
                     _log.warning("visibility heartbeat failed: %s", exc, extra={"event": "heartbeat_failed"})
-            if self.stopping.is_set() and not entries:
-                return
 
     # -- stopping -----------------------------------------------------------------
 

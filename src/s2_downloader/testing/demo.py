@@ -1,0 +1,78 @@
+"""``s2-downloader demo``: the whole pipeline on 127.0.0.1, no cloud account, no set-up."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
+from s2_downloader.entrypoints.config import Settings
+from s2_downloader.testing.hubsim import Fault
+from s2_downloader.testing.stack import Services
+
+__all__ = ["run_demo"]
+
+_MIB = 1024 * 1024
+_SIZES = (3, 24, 1, 12, 48, 6, 2, 16)
+
+
+def _faults(index: int) -> list[Fault]:
+    """A few granules meet the hub's bad days; the rest download cleanly."""
+    script: dict[int, list[Fault]] = {
+        2: [Fault.status(503, retry_after="1")],
+        5: [Fault.reset_after(2 * _MIB)],
+        8: [Fault.wrong_checksum()],
+        11: [Fault.dhus_concurrent_flows()],
+        14: [Fault.short_body(5 * _MIB), Fault.ignore_range()],
+        17: [Fault.corrupt(), Fault.corrupt(), Fault.corrupt()],
+        20: [Fault.status(500)],
+    }
+    return script.get(index, [])
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)  # noqa: T201
+
+
+def run_demo(*, granules: int = 24) -> int:
+    """Start the stack, seed ``granules`` synthetic products, run the runner until empty, summarise."""
+    # Imported here: the CLI imports this module only for `demo`.
+    from s2_downloader.entrypoints.cli import run_command  # noqa: PLC0415
+
+    files = Path(tempfile.mkdtemp(prefix="s2-downloader-demo-"))
+    _say("s2-downloader demo: starting PostgreSQL, an SQS endpoint and a hub simulator on 127.0.0.1 ...")
+    started = time.monotonic()
+    with Services(hub_rate_limit=40e6) as services:
+        pipeline = services.pipeline(efs_dir=files, visibility_timeout=30, max_receive_count=3)
+        plan = [(f"S2DEMO{i:03d}", _SIZES[i % len(_SIZES)] * _MIB) for i in range(granules)]
+        products = pipeline.seed(plan, faults={gid: _faults(i) for i, (gid, _) in enumerate(plan)})
+        faulty = sum(1 for i in range(granules) if _faults(i))
+        total_mb = sum(p.size for p in products) / 1e6
+        _say(
+            f"seeded {granules} granules ({total_mb:,.0f} MB, {faulty} with scripted hub faults; "
+            "one is served corrupt every time and must end failed)"
+        )
+        os.environ.update(pipeline.env(MAX_DOWNLOAD_RETRIES="2", LEASE_SECONDS="60"))
+        code = run_command(Settings.from_env(), concurrency=15, until_empty=True)
+        pool = open_pool(pipeline.database_url, max_size=1)
+        try:
+            report = PostgresGranuleStore(pool=pool).status_report()
+        finally:
+            pool.close()
+        dead = services.sqs.client().get_queue_attributes(
+            QueueUrl=pipeline.queues.dead_letter_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        pipeline.close()
+    seconds = time.monotonic() - started
+    verified = sum(1 for p in products if (files / p.id / f"{p.id}.zip").exists())
+    counts = ", ".join(f"{state.value} {n}" for state, n in report.counts.items() if n)
+    _say("")
+    _say(f"summary: {counts} (of {granules}); {dead} message(s) in the dead-letter queue")
+    _say(f"         {total_mb:,.0f} MB offered, {verified} products verified in {seconds:,.1f} s all told")
+    _say(f"         files: {files}")
+    _say(f"         last_file_downloaded_time: {report.last_file_downloaded_time}")
+    _say("everything the demo started has been stopped.")
+    return code

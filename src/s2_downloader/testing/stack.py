@@ -1,0 +1,213 @@
+"""The throwaway stack: PostgreSQL, an SQS endpoint, the hub simulator and an EFS directory.
+
+``Services`` are the long-lived servers (one per test session, or per demo). A
+``Pipeline`` is one isolated deployment on them: its own database, queues and mount
+directory, with the environment a runner needs. Shared by the integration tests, the
+benchmarks and ``s2-downloader demo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import attrs
+
+from s2_downloader.adapters.postgres import migrate
+from s2_downloader.testing.hubsim import Fault, HubSimulator, SimProduct
+from s2_downloader.testing.postgres import SeedGranule, ThrowawayPostgres, seed_granules
+from s2_downloader.testing.sqs import QueueSet, ThrowawaySqs
+
+__all__ = ["Pipeline", "Services"]
+
+
+@attrs.define
+class Services:
+    """PostgreSQL, moto's SQS server and the hub simulator, all on 127.0.0.1; a context manager."""
+
+    hub_rate_limit: float | None = None
+    hub_username: str = "sim-user"
+    hub_password: str = attrs.field(factory=lambda: secrets.token_urlsafe(12), repr=False)
+    postgres: ThrowawayPostgres = attrs.field(init=False, factory=ThrowawayPostgres)
+    sqs: ThrowawaySqs = attrs.field(init=False, factory=ThrowawaySqs)
+    hub: HubSimulator = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.hub = HubSimulator(
+            username=self.hub_username, password=self.hub_password, rate_limit=self.hub_rate_limit
+        )
+
+    def start(self) -> Self:
+        """Start every server (each within its own bounded wait)."""
+        try:
+            self.postgres.start()
+            self.sqs.start()
+            self.hub.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything started; safe to call twice."""
+        for stop in (self.hub.stop, self.sqs.stop, self.postgres.close):
+            with contextlib.suppress(Exception):
+                stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def pipeline(
+        self,
+        *,
+        hub_api: Literal["dhus", "cdse"] = "dhus",
+        efs_dir: Path | None = None,
+        visibility_timeout: int = 30,
+        max_receive_count: int = 3,
+    ) -> Pipeline:
+        """A fresh, migrated database, a fresh set of queues and an empty mount directory."""
+        name = f"s2dl_{secrets.token_hex(4)}"
+        database_url = self.postgres.create_database(name)
+        migrate(database_url)
+        queues = self.sqs.create_queues(
+            name, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
+        )
+        owns_dir = efs_dir is None
+        mount = Path(tempfile.mkdtemp(prefix="s2dl-efs-")) if efs_dir is None else efs_dir
+        mount.mkdir(parents=True, exist_ok=True)
+        return Pipeline(
+            services=self,
+            database_name=name,
+            database_url=database_url,
+            queues=queues,
+            efs_dir=mount,
+            hub_api=hub_api,
+            owns_dir=owns_dir,
+        )
+
+
+@attrs.define
+class Pipeline:
+    """One isolated deployment on the shared services."""
+
+    services: Services
+    database_name: str
+    database_url: str
+    queues: QueueSet
+    efs_dir: Path
+    hub_api: Literal["dhus", "cdse"] = "dhus"
+    owns_dir: bool = True
+
+    @property
+    def hub(self) -> HubSimulator:
+        """The hub simulator."""
+        return self.services.hub
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The environment ``s2-downloader run`` needs to work on this pipeline."""
+        hub = self.hub
+        env = {
+            **self.services.sqs.env(),
+            "DATABASE_URL": self.database_url,
+            "TO_DOWNLOAD_SQS_QUEUE_URL": self.queues.download_url,
+            "TO_UPLOAD_SQS_QUEUE_URL": self.queues.upload_url,
+            "EFS_MOUNT_DIR": str(self.efs_dir),
+            "HUB_API": self.hub_api,
+            "SCIHUB_URL": hub.base_url,
+            "SCIHUB_USERNAME": self.services.hub_username,
+            "SCIHUB_PASSWORD": self.services.hub_password,
+            "COPERNICUS_CHECKSUM_URL": hub.base_url,
+            "COPERNICUS_ZIPPER_URL": hub.base_url,
+            "COPERNICUS_IDENTITY_URL": hub.identity_url,
+            "RETRY_DELAY_SECONDS": "1",
+            "LEASE_SECONDS": "30",
+            "HTTP_CONNECT_TIMEOUT": "5",
+            "HTTP_READ_TIMEOUT": "10",
+        }
+        env.update(overrides)
+        return env
+
+    def download_url(self, product_id: str) -> str:
+        """The download_url a link fetcher would put in the message for this pipeline's hub API."""
+        if self.hub_api == "cdse":
+            return self.hub.cdse_download_url(product_id)
+        return self.hub.dhus_download_url(product_id)
+
+    def message(self, product_id: str, *, checksum: str | None = None) -> str:
+        """A download message body for ``product_id``."""
+        body: dict[str, str] = {
+            "id": product_id,
+            "filename": f"{product_id}.zip",
+            "download_url": self.download_url(product_id),
+        }
+        if checksum is not None:
+            body["checksum"] = checksum
+        return json.dumps(body)
+
+    def seed(
+        self,
+        products: Iterable[tuple[str, int]],
+        *,
+        faults: dict[str, list[Fault]] | None = None,
+        send: bool = True,
+    ) -> list[SimProduct]:
+        """Publish products on the hub, insert their granules, and (by default) queue a message each."""
+        faults = faults or {}
+        added = [
+            self.hub.add_product(product_id, size, faults=faults.get(product_id, ()))
+            for product_id, size in products
+        ]
+        seed_granules(
+            self.database_url,
+            [
+                SeedGranule(
+                    id=p.id, filename=f"{p.id}.zip", download_url=self.download_url(p.id), size=p.size
+                )
+                for p in added
+            ],
+        )
+        if send:
+            client = self.services.sqs.client()
+            for product in added:
+                client.send_message(QueueUrl=self.queues.download_url, MessageBody=self.message(product.id))
+        return added
+
+    def final_path(self, product_id: str) -> Path:
+        """Where a verified product lands."""
+        return self.efs_dir / product_id / f"{product_id}.zip"
+
+    def close(self) -> None:
+        """Drop the database and queues; remove the mount directory if this pipeline made it."""
+        with contextlib.suppress(Exception):
+            self.services.sqs.delete_queues(self.queues)
+        with contextlib.suppress(Exception):
+            self.services.postgres.drop_database(self.database_name)
+        if self.owns_dir:
+            shutil.rmtree(self.efs_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def running_services(*, hub_rate_limit: float | None = None) -> Iterator[Services]:
+    """Start the services for the duration of a ``with`` block."""
+    with Services(hub_rate_limit=hub_rate_limit) as services:
+        yield services
