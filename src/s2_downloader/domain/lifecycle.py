@@ -30,6 +30,7 @@ __all__ = [
     "StartDownload",
     "Verify",
     "apply",
+    "mermaid_diagram",
 ]
 
 
@@ -220,3 +221,14 @@ def apply(granule: Granule, event: Event) -> Granule:
         raise InvalidTransition(msg)
     changed = _EFFECTS[type(event)](granule, event)
     return attrs.evolve(changed, state=target)
+
+
+def mermaid_diagram() -> str:
+    """The transition table as a Mermaid state diagram (the README's diagram is checked against it)."""
+    edges: dict[tuple[State, State], list[str]] = {}
+    for (source, event), target in TRANSITIONS.items():
+        edges.setdefault((source, target), []).append(event.__name__)
+    lines = ["stateDiagram-v2", "    [*] --> pending"]
+    lines += [f"    {a.value} --> {b.value}: {', '.join(names)}" for (a, b), names in edges.items()]
+    lines += ["    verified --> [*]", "    failed --> [*]"]
+    return "\n".join(lines)
