@@ -1,0 +1,364 @@
+"""The EFS file store on a real directory: digests, resumable partials, promotion, path safety."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s2_downloader.adapters.efs import PARTIAL_SUFFIX, EfsFileStore, partial_name
+from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.ports import FileKey
+from s2_downloader.domain.usecase import Files
+
+KEY = FileKey(
+    granule_id="S2A_MSIL1C_20200101T000000_N0208_R001_T01ABC_20200101T000000", filename="product.zip"
+)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Path:
+    """An empty directory standing in for the EFS mount."""
+    path = tmp_path / "efs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def store(mount: Path) -> EfsFileStore:
+    """The file store on the mount."""
+    return EfsFileStore(mount)
+
+
+def _write_partial(store: EfsFileStore, key: FileKey, *chunks: bytes) -> str:
+    with store.open_partial(key) as partial:
+        for chunk in chunks:
+            partial.write(chunk)
+        return partial.hexdigest()
+
+
+def test_the_store_implements_the_files_port(store: EfsFileStore) -> None:
+    """EfsFileStore is what the use case calls Files."""
+    files: Files = store
+
+    assert files is store
+
+
+def test_final_digest_is_none_when_there_is_no_final_file(store: EfsFileStore, mount: Path) -> None:
+    """Without a final file there is no digest, and asking creates nothing."""
+    assert store.final_digest(KEY) is None
+    assert [] == list(mount.iterdir())
+
+
+def test_final_digest_streams_the_md5_of_a_file_larger_than_a_chunk(store: EfsFileStore, mount: Path) -> None:
+    """The digest of a final file bigger than the read chunk is its MD5."""
+    content = os.urandom(9 * 1024 * 1024 + 17)
+    (mount / KEY.granule_id).mkdir()
+    (mount / KEY.granule_id / KEY.filename).write_bytes(content)
+
+    assert _md5(content) == store.final_digest(KEY)
+
+
+def test_a_written_partial_hashes_what_it_holds(store: EfsFileStore) -> None:
+    """Chunks written to a new partial give their size and MD5."""
+    with store.open_partial(KEY) as partial:
+        assert 0 == partial.size
+        partial.write(b"hello ")
+        partial.write(b"world")
+        assert 11 == partial.size
+        assert _md5(b"hello world") == partial.hexdigest()
+
+
+def test_the_partial_lives_beside_the_final_path_under_a_dot_name(store: EfsFileStore, mount: Path) -> None:
+    """The partial is .<filename>.partial in the granule directory; the final path stays absent."""
+    _write_partial(store, KEY, b"data")
+
+    expected = mount / KEY.granule_id / f".{KEY.filename}{PARTIAL_SUFFIX}"
+    assert [expected] == list((mount / KEY.granule_id).iterdir())
+    assert b"data" == expected.read_bytes()
+
+
+def test_reopening_a_partial_resumes_with_its_digest_seeded(store: EfsFileStore) -> None:
+    """A partial reopened after an interruption starts at its size and hashes old and new bytes."""
+    head = os.urandom(5 * 1024 * 1024 + 3)
+    _write_partial(store, KEY, head)
+
+    with store.open_partial(KEY) as partial:
+        resumed_at = partial.size
+        partial.write(b"tail")
+        digest = partial.hexdigest()
+
+    assert len(head) == resumed_at
+    assert _md5(head + b"tail") == digest
+
+
+def test_restart_drops_what_the_partial_held(store: EfsFileStore) -> None:
+    """After restart the partial is empty and hashes only what is written next."""
+    _write_partial(store, KEY, b"stale bytes")
+
+    with store.open_partial(KEY) as partial:
+        partial.restart()
+        assert 0 == partial.size
+        partial.write(b"fresh")
+        digest = partial.hexdigest()
+    store.promote(KEY)
+
+    assert _md5(b"fresh") == digest
+    assert b"fresh" == store.final_path(KEY).read_bytes()
+
+
+def test_promote_moves_the_partial_onto_the_final_path(store: EfsFileStore) -> None:
+    """The final path holds nothing until promote, then the partial's bytes, and the partial is gone."""
+    digest = _write_partial(store, KEY, b"verified content")
+    assert not store.final_path(KEY).exists()
+
+    store.promote(KEY)
+
+    assert b"verified content" == store.final_path(KEY).read_bytes()
+    assert not store.partial_path(KEY).exists()
+    assert digest == store.final_digest(KEY)
+
+
+def test_promote_without_a_partial_is_a_file_store_error(store: EfsFileStore) -> None:
+    """Promoting when nothing was written raises FileStoreError naming the partial."""
+    with pytest.raises(FileStoreError, match=r"\.product\.zip\.partial"):
+        store.promote(KEY)
+
+
+def test_the_partial_file_is_closed_whatever_happens_inside(store: EfsFileStore) -> None:
+    """Leaving the context by an exception still closes the file descriptor."""
+    before = _open_fds()
+
+    def write_then_fail() -> None:
+        with store.open_partial(KEY) as partial:
+            partial.write(b"x")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
+
+    assert before == _open_fds()
+
+
+def test_a_filename_too_long_for_a_dot_name_still_gets_a_partial(store: EfsFileStore) -> None:
+    """A 255-byte filename gets a hashed partial name and still downloads and promotes."""
+    key = FileKey(granule_id="g1", filename="p" * 251 + ".zip")
+
+    _write_partial(store, key, b"long")
+    store.promote(key)
+
+    assert partial_name(key.filename).startswith(".")
+    assert partial_name(key.filename).endswith(PARTIAL_SUFFIX)
+    assert b"long" == store.final_path(key).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        FileKey(granule_id="..", filename="product.zip"),
+        FileKey(granule_id="a/b", filename="product.zip"),
+        FileKey(granule_id="g1", filename="../escape.zip"),
+        FileKey(granule_id="g1", filename=".product.zip.partial"),
+        FileKey(granule_id="g1", filename="bad\x00name"),
+    ],
+    ids=["dotdot-id", "slash-id", "dotdot-filename", "dot-filename", "nul-filename"],
+)
+def test_unsafe_keys_are_refused(store: EfsFileStore, mount: Path, key: FileKey) -> None:
+    """An id or filename the contract forbids raises FileStoreError and writes nothing."""
+    with pytest.raises(FileStoreError, match="unsafe"), store.open_partial(key):
+        pass
+
+    assert [] == list(mount.iterdir())
+
+
+def test_an_id_directory_symlinked_out_of_the_mount_is_refused(
+    store: EfsFileStore, mount: Path, tmp_path: Path
+) -> None:
+    """A granule directory that is a symlink to a directory outside the mount is never used."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / KEY.filename).write_bytes(b"not ours")
+    (mount / KEY.granule_id).symlink_to(outside)
+
+    with pytest.raises(FileStoreError, match="outside"), store.open_partial(KEY):
+        pass
+    with pytest.raises(FileStoreError, match="outside"):
+        store.final_digest(KEY)
+    with pytest.raises(FileStoreError, match="outside"):
+        store.remove(KEY)
+
+    assert [outside / KEY.filename] == list(outside.iterdir())
+    assert b"not ours" == (outside / KEY.filename).read_bytes()
+
+
+def test_a_symlink_planted_at_the_partial_name_is_not_followed(
+    store: EfsFileStore, mount: Path, tmp_path: Path
+) -> None:
+    """A symlink at the partial's name raises FileStoreError and leaves its target untouched."""
+    target = tmp_path / "target"
+    target.write_bytes(b"precious")
+    (mount / KEY.granule_id).mkdir()
+    store.partial_path(KEY).symlink_to(target)
+
+    with pytest.raises(FileStoreError, match="symlink"), store.open_partial(KEY):
+        pass
+
+    assert b"precious" == target.read_bytes()
+
+
+def test_remove_deletes_final_and_partial_and_the_empty_directory(store: EfsFileStore, mount: Path) -> None:
+    """remove leaves no trace of the key, and a second remove is harmless."""
+    _write_partial(store, KEY, b"old")
+    store.promote(KEY)
+    _write_partial(store, KEY, b"new")
+
+    store.remove(KEY)
+    store.remove(KEY)
+
+    assert [] == list(mount.iterdir())
+
+
+def test_remove_keeps_the_directory_while_it_holds_other_files(store: EfsFileStore) -> None:
+    """Removing one product keeps another product of the same granule."""
+    other = FileKey(granule_id=KEY.granule_id, filename="other.zip")
+    _write_partial(store, other, b"other")
+    store.promote(other)
+
+    store.remove(KEY)
+
+    assert b"other" == store.final_path(other).read_bytes()
+
+
+def test_discard_partial_keeps_the_final_file_and_can_be_repeated(store: EfsFileStore) -> None:
+    """discard_partial deletes only the partial; discarding again, or with none, is harmless."""
+    _write_partial(store, KEY, b"final")
+    store.promote(KEY)
+    _write_partial(store, KEY, b"partial")
+
+    store.discard_partial(KEY)
+    store.discard_partial(KEY)
+
+    assert not store.partial_path(KEY).exists()
+    assert _md5(b"final") == store.final_digest(KEY)
+
+
+def test_sweep_removes_only_stale_partials(store: EfsFileStore, mount: Path) -> None:
+    """Old partials go; young partials, final files and other dot-files stay."""
+    now = 1_900_000_000.0
+    old, young, final = (FileKey(granule_id=f"g{n}", filename="p.zip") for n in range(3))
+    for key in (old, young, final):
+        _write_partial(store, key, b"bytes")
+    store.promote(final)
+    os.utime(store.partial_path(old), (now - 7200, now - 7200))
+    os.utime(store.partial_path(young), (now - 60, now - 60))
+    os.utime(store.final_path(final), (now - 7200, now - 7200))
+    stray = mount / "g0" / ".keep"
+    stray.write_bytes(b"")
+    os.utime(stray, (now - 7200, now - 7200))
+
+    removed = store.sweep_stale_partials(3600, now=now)
+
+    assert 1 == removed
+    assert not store.partial_path(old).exists()
+    assert store.partial_path(young).exists()
+    assert store.final_path(final).exists()
+    assert stray.exists()
+
+
+def test_sweep_does_not_follow_a_symlinked_directory(
+    store: EfsFileStore, mount: Path, tmp_path: Path
+) -> None:
+    """A symlink in the mount to a directory elsewhere is not swept."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / ".p.zip.partial"
+    victim.write_bytes(b"not ours")
+    os.utime(victim, (0, 0))
+    (mount / "g1").symlink_to(outside)
+
+    assert 0 == store.sweep_stale_partials(1)
+    assert victim.exists()
+
+
+def test_a_file_where_the_granule_directory_belongs_is_a_file_store_error(
+    store: EfsFileStore, mount: Path
+) -> None:
+    """A regular file at <mount>/<id> makes open_partial raise FileStoreError naming the path."""
+    (mount / KEY.granule_id).write_bytes(b"in the way")
+
+    with pytest.raises(FileStoreError, match=KEY.granule_id) as caught, store.open_partial(KEY):
+        pass
+
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_a_directory_at_the_final_path_is_a_file_store_error(store: EfsFileStore, mount: Path) -> None:
+    """A directory where the final file belongs cannot be hashed and says so."""
+    (mount / KEY.granule_id / KEY.filename).mkdir(parents=True)
+
+    with pytest.raises(FileStoreError, match=KEY.filename):
+        store.final_digest(KEY)
+
+
+def test_a_missing_mount_is_a_file_store_error_and_is_not_created(tmp_path: Path) -> None:
+    """A mount that does not exist (EFS not mounted) is an error, never silently created."""
+    store = EfsFileStore(tmp_path / "not-mounted")
+
+    with pytest.raises(FileStoreError, match="not-mounted"), store.open_partial(KEY):
+        pass
+    with pytest.raises(FileStoreError, match="not-mounted"):
+        store.sweep_stale_partials(60)
+
+    assert not (tmp_path / "not-mounted").exists()
+
+
+_Step = tuple[str, bytes]
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.binary(max_size=5000)),
+        st.tuples(st.sampled_from(["resume", "restart"]), st.just(b"")),
+    ),
+    max_size=20,
+)
+
+
+@given(steps=_steps)
+def test_any_chunking_with_resumes_and_restarts_hashes_the_bytes_kept(steps: list[_Step]) -> None:
+    """Whatever the chunks, resumes and restarts, digest and promoted file match the bytes kept."""
+    expected = b""
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as opened:
+        store = EfsFileStore(Path(directory))
+        partial = opened.enter_context(store.open_partial(KEY))
+        for action, chunk in steps:
+            if action == "write":
+                partial.write(chunk)
+                expected += chunk
+            elif action == "restart":
+                partial.restart()
+                expected = b""
+            else:
+                opened.close()
+                partial = opened.enter_context(store.open_partial(KEY))
+                assert len(expected) == partial.size
+        digest = partial.hexdigest()
+        size = partial.size
+        opened.close()
+        store.promote(KEY)
+
+        assert _md5(expected) == digest
+        assert len(expected) == size
+        assert expected == store.final_path(KEY).read_bytes()
