@@ -224,6 +224,16 @@ class SqsQueue:
             delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")),
         )
 
+    def visibility_timeout(self) -> int:
+        """The queue's default visibility timeout in seconds."""
+        try:
+            response = self.client.get_queue_attributes(
+                QueueUrl=self.url, AttributeNames=["VisibilityTimeout"]
+            )
+        except (BotoCoreError, ClientError) as exc:
+            self._fail("GetQueueAttributes", exc)
+        return int(response.get("Attributes", {}).get("VisibilityTimeout", "30"))
+
     def _fail(self, operation: str, exc: BotoCoreError | ClientError) -> NoReturn:
         if isinstance(exc, ClientError):
             # botocore-stubs' TypedDict lacks QueryErrorCode, which the JSON protocol adds.

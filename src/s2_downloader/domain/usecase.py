@@ -190,6 +190,7 @@ class _Attempt:
                 partial.restart()
                 resumed_from = 0
             total = stream.total_size
+            ports.progress.transferred(self.request.id, resumed_from, total)
             for chunk in stream.chunks():
                 partial.write(chunk)
                 ports.progress.transferred(self.request.id, partial.size, total)

@@ -54,6 +54,10 @@ class MessageQueue(Protocol):
         """Visible, in-flight and delayed counts."""
         ...
 
+    def visibility_timeout(self) -> int:
+        """The queue's own visibility timeout."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class RunnerSettings:
@@ -61,8 +65,9 @@ class RunnerSettings:
 
     concurrency: int = 15
     until_empty: bool = False
-    poll_seconds: int = 10
-    visibility_seconds: int = 120
+    poll_seconds: int = 5
+    #: Hide received messages this long, renewed while they are worked on; None: the queue's own.
+    visibility_seconds: int | None = None
     grace_seconds: float = 10.0
 
 
@@ -100,6 +105,7 @@ class Runner:
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
     _slot_freed: threading.Event = attrs.field(factory=threading.Event)
     _finished: threading.Event = attrs.field(factory=threading.Event)
+    _visibility: int = 30
 
     def __attrs_post_init__(self) -> None:
         # The use case checks this between chunks: set, it releases the granule.
@@ -113,6 +119,8 @@ class Runner:
     def run(self) -> int:
         """Handle messages until stopped (or, with ``until_empty``, until the queue is empty); exit code."""
         settings = self.settings
+        # The queue's own timeout is what an operator set for crashed workers' messages to return.
+        self._visibility = settings.visibility_seconds or max(1, self.queue.visibility_timeout())
         beat = threading.Thread(target=self._keep_visible, name="visibility-heartbeat", daemon=True)
         beat.start()
         _log.info(
@@ -147,7 +155,7 @@ class Runner:
                 messages = self.queue.receive(
                     max_messages=min(10, free),
                     wait_seconds=1 if settings.until_empty else settings.poll_seconds,
-                    visibility_timeout=settings.visibility_seconds,
+                    visibility_timeout=self._visibility,
                 )
             except QueueError as exc:
                 _log.warning("receive failed: %s", exc, extra={"event": "receive_failed"})
@@ -175,6 +183,15 @@ class Runner:
 
     def _start(self, pool: ThreadPoolExecutor, message: ReceivedMessage) -> None:
         entry = _InFlight(message=message, granule_id=_granule_id_of(message.body))
+        _log.info(
+            "message received",
+            extra={
+                "event": "message_received",
+                "granule_id": entry.granule_id,
+                "message_id": message.message_id,
+                "receive_count": message.receive_count,
+            },
+        )
         with self._lock:
             self._inflight[message.message_id] = entry
         entry.future = pool.submit(self._work, entry)
@@ -232,15 +249,13 @@ class Runner:
             _log.warning("could not hand a message back: %s", exc, extra={"event": "hand_back_failed"})
 
     def _keep_visible(self) -> None:
-        interval = max(1.0, self.settings.visibility_seconds / 3)
+        interval = max(0.5, self._visibility / 3)
         while not self._finished.wait(interval):
             with self._lock:
                 entries = list(self._inflight.values())
             for entry in entries:
                 try:
-                    self.queue.change_visibility(
-                        entry.message.receipt_handle, self.settings.visibility_seconds
-                    )
+                    self.queue.change_visibility(entry.message.receipt_handle, self._visibility)
                 except QueueError as exc:
                     _log.warning("visibility heartbeat failed: %s", exc, extra={"event": "heartbeat_failed"})
 

@@ -1,0 +1,82 @@
+"""Assertions the end-to-end tests share: files, rows, queues."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from s2_downloader.testing.hubsim import SimProduct
+from s2_downloader.testing.stack import Pipeline
+
+__all__ = ["dead_letters", "file_md5", "partial_files", "rows", "upload_bodies"]
+
+
+def file_md5(path: Path) -> str:
+    """The MD5 of a file, streamed."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def partial_files(pipeline: Pipeline) -> list[Path]:
+    """Every partial (dot-named) file under the mount."""
+    return sorted(p for p in pipeline.efs_dir.rglob(".*") if p.is_file())
+
+
+def rows(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """The granule table, keyed by id."""
+    with (
+        psycopg.connect(pipeline.database_url) as conn,
+        conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+    ):
+        cur.execute(
+            "SELECT id, state, download_retries, downloaded, in_progress, download_failed, checksum,"
+            " lease_owner, upload_queued_at FROM granule"
+        )
+        return {row["id"]: row for row in cur.fetchall()}
+
+
+def _drain(pipeline: Pipeline, url: str) -> list[str]:
+    client = pipeline.services.sqs.client()
+    bodies: list[str] = []
+    while True:
+        got = client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=60
+        )
+        messages = got.get("Messages", [])
+        if not messages:
+            return bodies
+        bodies += [m["Body"] for m in messages]
+
+
+def upload_bodies(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Every upload message sent (drains the upload queue)."""
+    return [json.loads(b) for b in _drain(pipeline, pipeline.queues.upload_url)]
+
+
+def dead_letters(pipeline: Pipeline) -> list[str]:
+    """Every body in the dead-letter queue (drains it)."""
+    return _drain(pipeline, pipeline.queues.dead_letter_url)
+
+
+def assert_verified(pipeline: Pipeline, products: list[SimProduct]) -> None:
+    """Each product is verified, in place with the right MD5, flags consistent, no partial left."""
+    table = rows(pipeline)
+    for product in products:
+        row = table[product.id]
+        assert ("verified", True, False, False, product.md5) == (
+            row["state"],
+            row["downloaded"],
+            row["in_progress"],
+            row["download_failed"],
+            row["checksum"],
+        ), product.id
+        assert product.md5 == file_md5(pipeline.final_path(product.id))
+        assert row["upload_queued_at"] is not None
+    assert [] == partial_files(pipeline)

@@ -1,0 +1,78 @@
+"""pytest fixtures for end-to-end tests: the whole throwaway stack and the installed CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s2_downloader.testing.stack import Pipeline, Services
+
+__all__ = ["pipeline", "services"]
+
+#: The installed console script, next to the interpreter running the tests.
+CLI = str(Path(sys.executable).parent / "s2-downloader")
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    """PostgreSQL, moto server and the hub simulator for the whole session."""
+    with Services() as running:
+        yield running
+
+
+@pytest.fixture
+def pipeline(services: Services) -> Iterator[Pipeline]:
+    """A fresh database, queue set and mount directory; the hub's rate limit reset afterwards."""
+    # Four receives before dead-lettering: a SIGKILLed runner's orphaned long poll can take one.
+    with services.pipeline(visibility_timeout=5, max_receive_count=4) as made:
+        yield made
+    services.hub.rate_limit = None
+    services.hub.token_lifetime = 600.0
+
+
+def cli_env(pipeline: Pipeline, **overrides: str) -> dict[str, str]:
+    """The process environment for the CLI on ``pipeline`` (no inherited AWS settings)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "DATABASE_URL"))}
+    return {**base, **pipeline.env(**overrides)}
+
+
+def run_cli(
+    pipeline: Pipeline, *args: str, timeout: float = 120, **overrides: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``s2-downloader ARGS`` to completion against ``pipeline``."""
+    return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
+        [CLI, *args],
+        env=cli_env(pipeline, **overrides),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start_runner(pipeline: Pipeline, *args: str, **overrides: str) -> subprocess.Popen[str]:
+    """Start ``s2-downloader run ARGS`` in the background."""
+    return subprocess.Popen(
+        [CLI, "run", *args],
+        env=cli_env(pipeline, **overrides),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def log_events(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log records in a runner's stderr."""
+    events = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
