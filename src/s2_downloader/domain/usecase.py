@@ -165,10 +165,19 @@ class _Attempt:
         self.granule = ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
         started = ports.clock.monotonic()
         self._last_beat = started
-        with ports.files.open_partial(self.key) as partial:
-            resumed_from = self._stream_into(partial)
-            digest = partial.hexdigest()
-            transferred = partial.size - resumed_from
+        empty = False
+        try:
+            with ports.files.open_partial(self.key) as partial:
+                try:
+                    resumed_from = self._stream_into(partial)
+                finally:
+                    empty = partial.size == 0
+                digest = partial.hexdigest()
+                transferred = partial.size - resumed_from
+        except HubError:
+            if empty:  # nothing to resume: leave no empty file behind
+                ports.files.discard_partial(self.key)
+            raise
         if digest != checksum:
             ports.files.discard_partial(self.key)
             detail = f"checksum mismatch: expected {checksum}, got {digest}"
