@@ -15,7 +15,12 @@ from s2_downloader.adapters.postgres import PostgresGranuleStore, StoreStatus, m
 from s2_downloader.domain.errors import S2DownloaderError
 from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.logs import JsonFormatter, configure_logging, scrub
-from s2_downloader.entrypoints.progress import DisplayLogHandler, ProgressBoard, TerminalDisplay
+from s2_downloader.entrypoints.progress import (
+    ConsoleFormatter,
+    DisplayLogHandler,
+    ProgressBoard,
+    TerminalDisplay,
+)
 from s2_downloader.entrypoints.runner import Runner, RunnerSettings
 from s2_downloader.entrypoints.wiring import build, database_url, open_database
 
@@ -143,7 +148,7 @@ def run_command(
     display = TerminalDisplay(board=board) if interactive else None
     if display is not None:
         handler = DisplayLogHandler(display)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.setFormatter(ConsoleFormatter())
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
     else:

@@ -11,7 +11,7 @@ from typing import TextIO
 
 import attrs
 
-__all__ = ["DisplayLogHandler", "ProgressBoard", "TerminalDisplay"]
+__all__ = ["ConsoleFormatter", "DisplayLogHandler", "ProgressBoard", "TerminalDisplay"]
 
 
 @attrs.define
@@ -124,6 +124,17 @@ class TerminalDisplay:
         self.stream.write("\n".join(rows) + "\n")
         self.stream.flush()
         self._lines = len(rows)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``LEVEL granule: message (error)`` for people watching a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One short line."""
+        granule = getattr(record, "granule_id", None)
+        detail = getattr(record, "error", None) or getattr(record, "reason", None)
+        line = f"{record.levelname:<7} {granule + ': ' if granule else ''}{record.getMessage()}"
+        return f"{line} ({str(detail)[:160]})" if detail else line
 
 
 class DisplayLogHandler(logging.Handler):

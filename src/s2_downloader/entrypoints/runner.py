@@ -274,5 +274,14 @@ class Runner:
             self.cancel.set()
 
 
+_NAMES = {
+    "Done": "done",
+    "RetryLater": "retried",
+    "Defer": "deferred",
+    "Failed": "failed",
+    "Reject": "rejected",
+}
+
+
 def _name(outcome: Outcome) -> str:
-    return type(outcome).__name__.lower()
+    return _NAMES[type(outcome).__name__]

@@ -45,7 +45,7 @@ def run_demo(*, granules: int = 24) -> int:
     files = Path(tempfile.mkdtemp(prefix="s2-downloader-demo-"))
     _say("s2-downloader demo: starting PostgreSQL, an SQS endpoint and a hub simulator on 127.0.0.1 ...")
     started = time.monotonic()
-    with Services(hub_rate_limit=40e6) as services:
+    with Services(hub_rate_limit=20e6) as services:
         pipeline = services.pipeline(efs_dir=files, visibility_timeout=30, max_receive_count=3)
         plan = [(f"S2DEMO{i:03d}", _SIZES[i % len(_SIZES)] * _MIB) for i in range(granules)]
         products = pipeline.seed(plan, faults={gid: _faults(i) for i, (gid, _) in enumerate(plan)})
