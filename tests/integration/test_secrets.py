@@ -1,0 +1,54 @@
+"""Secrets Manager as the Lambda uses it: the database secret and the stage's hub credentials, over moto."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from s2_downloader.entrypoints.config import ConfigError, Settings
+from s2_downloader.entrypoints.wiring import database_url, hub_credentials
+from s2_downloader.testing.stack import Services
+
+
+@pytest.fixture
+def secrets_env(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3 in this process reaches moto server, which also speaks Secrets Manager."""
+    for key, value in services.sqs.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS")
+
+
+def _put(name: str, value: object) -> str:
+    client = boto3.client("secretsmanager")
+    return client.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_database_url_from_the_connection_secret() -> None:
+    """DB_CONNECTION_SECRET_ARN gives a conninfo with every part of the secret."""
+    arn = _put(
+        "db-secret-1",
+        {"username": "hls", "password": "p@ss w'rd", "host": "db.internal", "dbname": "granules"},
+    )
+    url = database_url(Settings.from_env({"DB_CONNECTION_SECRET_ARN": arn}))
+    assert "host=db.internal port=5432 user=hls password='p@ss w\\'rd' dbname=granules" == url
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_hub_credentials_from_the_stage_secret() -> None:
+    """STAGE without SCIHUB_USERNAME reads hls-s2-downloader-serverless/<STAGE>/scihub-credentials."""
+    _put("hls-s2-downloader-serverless/test-stage/scihub-credentials", {"username": "esa", "password": "pw"})
+    credentials = hub_credentials(Settings.from_env({"STAGE": "test-stage"}))
+    assert ("esa", "pw") == (credentials.username, credentials.password)
+
+
+@pytest.mark.usefixtures("secrets_env")
+def test_a_missing_secret_names_the_variable_without_secrets() -> None:
+    """An unreadable secret is a ConfigError naming the variable."""
+    with pytest.raises(ConfigError) as caught:
+        database_url(
+            Settings.from_env({"DB_CONNECTION_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:nope"})
+        )
+    assert "DB_CONNECTION_SECRET_ARN" == caught.value.variable
