@@ -49,7 +49,7 @@ class FakeQueue:
     ) -> list[ReceivedMessage]:
         with self._lock:
             now = time.monotonic()
-            got = []
+            got: list[ReceivedMessage] = []
             for message_id, stored in self.messages.items():
                 if stored.visible_at <= now and len(got) < max_messages:
                     stored.receive_count += 1
