@@ -96,6 +96,8 @@ def _migrate() -> int:
 
 def _status(*, as_json: bool) -> int:
     configure_logging(logging.WARNING)
+    # The pool logs every failed connection attempt; status reports the outcome once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     pool = open_database(Settings.from_env(), max_size=1)
     try:
         report = PostgresGranuleStore(pool=pool).status_report()
