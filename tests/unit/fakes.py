@@ -110,6 +110,10 @@ class InMemoryGranuleStore:
         self.granules[granule_id] = granule
         return granule
 
+    def get(self, granule_id: str) -> Granule | None:
+        """The granule as stored, or ``None``; reads only (used by the store contract)."""
+        return self.granules.get(granule_id)
+
     def claim(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> Granule | None:
         """Take the lease if free; return the granule as it now is."""
         self.crashes.tick("granules.claim")

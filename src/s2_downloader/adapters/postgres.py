@@ -333,8 +333,9 @@ _OLDEST_LEASE: Final = sql.SQL(
 
 
 def _clean_text(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; an error message quoting a binary body may.
-    return text.replace("\x00", "\ufffd")
+    # PostgreSQL text cannot hold NUL or lone surrogates; an error message quoting a binary
+    # body may, and recording the failure matters more than those characters.
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _expires(now: dt.datetime, lease_seconds: float) -> dt.datetime:
@@ -529,20 +530,28 @@ class PostgresGranuleStore:
     ) -> _T:
         attempts = 2 if retry else 1
         for attempt in range(1, attempts + 1):
-            lent: list[psycopg.Connection[Any]] = []
+            died = False
             try:
                 with self.pool.connection() as conn:
-                    lent.append(conn)
-                    return work(conn)
+                    try:
+                        return work(conn)
+                    except psycopg.OperationalError:
+                        # Read here: once the pool takes the connection back it is closed.
+                        died = conn.broken
+                        raise
             except PoolTimeout as exc:
                 raise StoreError(_describe(operation, exc, _conninfo(self.pool))) from exc
             except psycopg.OperationalError as exc:
                 # A connection that died under us (server restart) is worth one more go
                 # with a fresh one, for the statements that are safe to repeat.
-                if attempt < attempts and lent and lent[0].broken:
+                if attempt < attempts and died:
                     continue
                 raise StoreError(_describe(operation, exc, _conninfo(self.pool))) from exc
             except psycopg.Error as exc:
                 raise StoreError(_describe(operation, exc, _conninfo(self.pool))) from exc
+            except UnicodeEncodeError as exc:
+                # psycopg encodes parameters itself and raises this one bare.
+                msg = f"granule store: {operation} failed: a value is not valid UTF-8 text"
+                raise StoreError(msg) from exc
         msg = "unreachable: every attempt returns or raises"
         raise AssertionError(msg)
