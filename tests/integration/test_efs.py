@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from s2_downloader.adapters.efs import PARTIAL_SUFFIX, EfsFileStore, partial_name
-from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.errors import FileStoreError, PartialInUse
 from s2_downloader.domain.ports import FileKey
 from s2_downloader.domain.usecase import Files
 
@@ -362,3 +364,32 @@ def test_any_chunking_with_resumes_and_restarts_hashes_the_bytes_kept(steps: lis
         assert _md5(expected) == digest
         assert len(expected) == size
         assert expected == store.final_path(KEY).read_bytes()
+
+
+def test_a_partial_has_one_writer_at_a_time(store: EfsFileStore) -> None:
+    """A second open of a partial that is being written is refused, in this process or another."""
+    key = FileKey(granule_id="g1", filename="p.zip")
+    with store.open_partial(key) as partial:
+        partial.write(b"first writer")
+        with pytest.raises(PartialInUse), store.open_partial(key):
+            pass
+        script = (
+            "import fcntl, os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_WRONLY)\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n"
+        )
+        other = subprocess.run([sys.executable, "-c", script, str(store.partial_path(key))], check=False)
+        assert 3 == other.returncode
+    with store.open_partial(key) as again:
+        assert len(b"first writer") == again.size
+
+
+def test_bytes_written_behind_the_handles_back_are_caught(store: EfsFileStore) -> None:
+    """If anything else appends to the partial, hexdigest refuses rather than vouch for the file."""
+    key = FileKey(granule_id="g1", filename="p.zip")
+    with store.open_partial(key) as partial:
+        partial.write(b"mine")
+        with store.partial_path(key).open("ab") as intruder:
+            intruder.write(b"theirs")
+        with pytest.raises(FileStoreError):
+            partial.hexdigest()

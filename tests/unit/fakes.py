@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import attrs
 
 from s2_downloader.domain import lifecycle
-from s2_downloader.domain.errors import FailureKind, HubError, InvalidTransition
+from s2_downloader.domain.errors import FailureKind, HubError, InvalidTransition, PartialInUse
 from s2_downloader.domain.granule import Granule
 from s2_downloader.domain.ports import (
     Clock,
@@ -313,6 +313,9 @@ class InMemoryFiles:
     def open_partial(self, key: FileKey) -> Iterator[Partial]:
         """Resume the partial (creating it empty)."""
         self.crashes.tick("files.open_partial")
+        if self.open_partials[key]:
+            msg = f"partial of {key.granule_id} is being written"
+            raise PartialInUse(msg)
         self.partials.setdefault(key, bytearray())
         self.open_partials[key] += 1
         try:

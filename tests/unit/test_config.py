@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from s2_downloader.entrypoints.config import ConfigError, Settings
@@ -87,3 +89,26 @@ def test_no_secret_in_the_repr() -> None:
     text = repr(settings)
     assert "user" in text
     assert ("dbsecret" in text, "hubsecret" in text) == (False, False)
+
+
+def test_a_malformed_database_url_is_refused_without_echoing_it() -> None:
+    """A DATABASE_URL libpq cannot parse is a ConfigError that does not repeat the password."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DATABASE_URL": "postgresql://u:s3%zzcr3t@localhost/db"})
+    assert "DATABASE_URL" == caught.value.variable
+    assert "s3%zzcr3t" not in str(caught.value)
+
+
+def test_the_mount_must_be_a_directory(tmp_path: pathlib.Path) -> None:
+    """EFS_MOUNT_DIR naming no directory is a configuration error, not a runtime one."""
+    env = {
+        "DATABASE_URL": "postgresql://u@h/db",
+        "TO_DOWNLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/d",
+        "TO_UPLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/u",
+        "EFS_MOUNT_DIR": str(tmp_path / "not-mounted"),
+        "SCIHUB_USERNAME": "user",
+        "SCIHUB_PASSWORD": "pw",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env).require_worker()
+    assert "EFS_MOUNT_DIR" == caught.value.variable

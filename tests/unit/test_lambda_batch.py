@@ -6,7 +6,7 @@ import json
 
 import attrs
 
-from s2_downloader.domain import Defer, Done, Failed, Reject, RetryLater
+from s2_downloader.domain import Defer, Done, Failed, Reject, RetryLater, State
 from s2_downloader.domain.errors import FailureKind
 from s2_downloader.entrypoints.dispatch import Delete, HandBack, LeaveForRedrive, Resend, action_for
 from s2_downloader.entrypoints.lambda_handler import process_batch
@@ -110,12 +110,34 @@ def test_every_record_failing_is_every_record_reported() -> None:
 
 
 def test_records_that_cannot_finish_in_time_are_handed_back_uncounted() -> None:
-    """With the clock running out, unstarted records are handed back and no retry is counted."""
+    """With the clock running out, records are re-added as fresh messages and no retry is counted."""
     world = World()
     world.add("a", b"content")
     world.add("b", b"content")
     event = {"Records": [_record("1", _body("a")), _record("2", _body("b"))]}
-    context = Context(remaining_ms=10_000)
-    response = process_batch(event, context, ports=world.ports(), requeue=Requeue(), allowed_origins=ORIGINS)
-    assert {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]} == response
+    requeue = Requeue()
+    response = process_batch(
+        event, Context(remaining_ms=10_000), ports=world.ports(), requeue=requeue, allowed_origins=ORIGINS
+    )
+    assert {"batchItemFailures": []} == response
+    assert [(_body("a"), 0), (_body("b"), 0)] == requeue.sent
     assert [0, 0] == [world.store.granules[g].download_retries for g in ("a", "b")]
+
+
+def test_a_record_running_out_of_time_mid_transfer_releases_its_granule() -> None:
+    """A transfer still running near the deadline stops, releases the granule and re-adds its message."""
+    world = World()
+    world.add("a", b"x" * 64)
+    requeue = Requeue()
+    context = Context(remaining_ms=30_000, step_ms=3_000)
+    response = process_batch(
+        {"Records": [_record("1", _body("a"))]},
+        context,
+        ports=world.ports(),
+        requeue=requeue,
+        allowed_origins=ORIGINS,
+    )
+    granule = world.store.granules["a"]
+    assert {"batchItemFailures": []} == response
+    assert [(_body("a"), 0)] == requeue.sent
+    assert (State.PENDING, 0, None) == (granule.state, granule.download_retries, granule.lease)

@@ -26,6 +26,7 @@ def test_jitter_only_shortens_the_delay_by_at_most_a_fifth(retries: int, rand: f
     plain = _policy().backoff(retries)
     jittered = _policy(jitter=rand).backoff(retries)
     assert 0.8 * plain - 1 <= jittered <= plain <= MAX_DELAY_SECONDS
+    assert jittered >= 1
 
 
 def test_budget_allows_max_retries_and_one_more_fails() -> None:
@@ -35,13 +36,18 @@ def test_budget_allows_max_retries_and_one_more_fails() -> None:
 
 
 def test_which_failures_count() -> None:
-    """Mismatch, interrupted transfers and 404 count; throttling, offline, 5xx and 401 do not."""
+    """Mismatch, broken transfers, 404 and unexpected answers count; throttling, 202, 5xx and 401 do not."""
     counted = {kind for kind in FailureKind if _policy().counts(kind)}
-    expected = {FailureKind.CHECKSUM_MISMATCH, FailureKind.TRANSFER_INTERRUPTED, FailureKind.NOT_FOUND}
+    expected = {
+        FailureKind.CHECKSUM_MISMATCH,
+        FailureKind.TRANSFER_INTERRUPTED,
+        FailureKind.NOT_FOUND,
+        FailureKind.BAD_RESPONSE,
+    }
     assert expected == counted
 
 
-@pytest.mark.parametrize(("hint", "delay"), [(None, 60), (5.4, 5), (0, 0), (86400, 900)])
-def test_retry_after_is_honoured_up_to_the_cap(hint: float | None, delay: int) -> None:
-    """A Retry-After hint wins over the back-off but never exceeds 900 s."""
+@pytest.mark.parametrize(("hint", "delay"), [(None, 60), (5.4, 5), (0, 1), (-30, 1), (86400, 900)])
+def test_retry_after_is_honoured_between_one_second_and_the_cap(hint: float | None, delay: int) -> None:
+    """A Retry-After hint wins over the back-off, but never below 1 s (no hot loop) nor above 900 s."""
     assert delay == _policy().throttled(hint, retries=0)

@@ -32,6 +32,7 @@ class FakeQueue:
     """An SQS queue in memory, with visibility timeouts on the monotonic clock."""
 
     visibility: int = 30
+    redrive: bool = True
     messages: dict[str, _Stored] = attrs.field(factory=dict)
     deleted: list[str] = attrs.field(factory=list)
     visibility_calls: list[tuple[str, int]] = attrs.field(factory=list)
@@ -92,6 +93,9 @@ class FakeQueue:
 
     def visibility_timeout(self) -> int:
         return self.visibility
+
+    def has_dead_letter_queue(self) -> bool:
+        return self.redrive
 
 
 def _body(granule_id: str) -> str:
@@ -174,3 +178,15 @@ def test_bad_input_is_left_for_the_dead_letter_queue() -> None:
     runner.stop()
     thread.join(10)
     assert ([], True) == (queue.deleted, queue.messages["m0"].receive_count >= 3)
+
+
+def test_without_a_dead_letter_queue_bad_input_is_logged_and_deleted() -> None:
+    """A queue with no redrive policy would cycle bad messages forever: they are deleted instead."""
+    world = World()
+    queue = FakeQueue(redrive=False)
+    queue.send("not json")
+    runner = Runner(
+        queue=queue, ports=world.ports(), allowed_origins=ORIGINS, settings=RunnerSettings(until_empty=True)
+    )
+    assert 0 == runner.run()
+    assert (["m0"], 1) == (queue.deleted, dict(runner.board.outcomes)["rejected"])

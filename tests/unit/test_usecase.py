@@ -284,3 +284,35 @@ def _first_call_after(world: World, request: object, name: str) -> int:
     probe = World()
     probe.add("g1", PRODUCT)
     return _calls_until(probe, request, name) + 1
+
+
+def test_a_partial_still_being_written_defers_the_attempt(world: World) -> None:
+    """If a stale attempt still writes the partial, the new one postpones rather than interleaving bytes."""
+    request = world.add("g1", PRODUCT)
+    with world.files.open_partial(world.key("g1")):
+        outcome = world.handle(request)
+    assert Defer(delay_seconds=300, reason="partial of g1 is being written") == outcome
+    granule = world.store.granules["g1"]
+    assert (State.RETRYING, 0, None) == (granule.state, granule.download_retries, granule.lease)
+    assert Done(reason="verified") == world.handle(request)
+
+
+def test_a_worker_that_lost_its_lease_deletes_nothing(world: World) -> None:
+    """A worker whose lease ran out stops at its next heartbeat and removes nothing."""
+    world.max_retries = 0
+    request = world.add("g1", PRODUCT)
+    world.hub.download_faults["g1"] = [HubFault(short_by=10)]
+    taken: list[object] = []
+
+    def lease_runs_out(granule_id: str, index: int) -> None:
+        if index == 0:
+            world.clock.advance(world.lease_seconds + 1)
+            taken.append(world.handle(request))
+
+    world.hub.on_chunk = lease_runs_out
+    assert Defer(delay_seconds=1, reason="lease lost") == world.handle(request)
+    assert [Defer(delay_seconds=300, reason="partial of g1 is being written")] == taken
+    assert 4 == len(world.files.partials[world.key("g1")])  # the first chunk, kept for a resume
+    world.hub.on_chunk = None
+    assert Done(reason="verified") == world.handle(request)
+    assert PRODUCT == world.files.finals[world.key("g1")]

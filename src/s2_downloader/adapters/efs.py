@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import os
+import queue
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from s2_downloader.domain.errors import BadRequest, FileStoreError
+from s2_downloader.domain.errors import BadRequest, FileStoreError, PartialInUse
 from s2_downloader.domain.request import validate_filename, validate_id
 
 if TYPE_CHECKING:
@@ -45,6 +48,14 @@ PARTIAL_SUFFIX: Final = ".partial"
 #: Reads (digests, resume seeding) go in chunks this big: large enough that
 #: hashlib runs without the GIL and per-call overhead vanishes, small enough to stay flat.
 _READ_CHUNK: Final = 4 * 1024 * 1024
+#: Once a partial holds this many bytes, the chunks after are hashed in a thread of their
+#: own, overlapping MD5 with the socket reads and file writes of the downloading thread
+#: (hashlib releases the GIL for buffers over 2047 bytes). Smaller products never pay
+#: for a thread.
+_BACKGROUND_HASH_FROM: Final = 1024 * 1024
+#: Chunks queued for the hashing thread: enough slack for reads and writes to run ahead
+#: of MD5 a little, few enough that memory stays flat (a chunk is normally 1 MiB).
+_HASH_BACKLOG: Final = 4
 _NAME_MAX: Final = 255
 _FILE_MODE: Final = 0o644
 _DIR_MODE: Final = 0o755
@@ -78,7 +89,12 @@ def _md5() -> hashlib._Hash:
 
 def _hash_fd(fd: int, digest: hashlib._Hash) -> int:
     """Feed the file behind ``fd`` from its start into ``digest``, streamed; returns its size."""
-    buffer = bytearray(_READ_CHUNK)
+    size = os.fstat(fd).st_size
+    if size == 0:
+        # Every new partial starts empty: skip zeroing a 4 MiB buffer per granule.
+        return 0
+    # At least one page more than the size, so the read that meets the end fits too.
+    buffer = bytearray(min(_READ_CHUNK, size + 4096))
     view = memoryview(buffer)
     offset = 0
     while n := os.preadv(fd, [buffer], offset):
@@ -100,20 +116,59 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class _BackgroundMd5:
+    """Feeds chunks to an MD5 in a thread of its own, in order; ``finish`` waits for the last."""
+
+    def __init__(self, digest: hashlib._Hash, name: str) -> None:
+        self._digest = digest
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(_HASH_BACKLOG)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @classmethod
+    def start(cls, digest: hashlib._Hash, name: str) -> _BackgroundMd5:
+        """Hand ``digest`` to a new hashing thread; the caller must not touch it until ``finish``."""
+        hasher = cls(digest, name)
+        hasher._thread.start()
+        return hasher
+
+    def update(self, chunk: bytes) -> None:
+        """Queue ``chunk`` (immutable, so no copy is needed); blocks while the backlog is full."""
+        self._chunks.put(chunk)
+
+    def finish(self) -> hashlib._Hash:
+        """Wait until every queued chunk is hashed; the digest is the caller's again."""
+        self._chunks.put(None)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._digest
+
+    def _run(self) -> None:
+        get, update = self._chunks.get, self._digest.update
+        while (chunk := get()) is not None:
+            if self._failure is None:
+                try:
+                    update(chunk)
+                except BaseException as exc:  # noqa: BLE001 - handed to finish(); keep draining
+                    self._failure = exc
+
+
 @attrs.define
 class EfsPartial:
     """An open partial file that hashes what it holds as bytes arrive (the ``Partial`` port).
 
     The file is unbuffered: each ``write`` is one ``write(2)``, and the digest is
-    updated from the same chunk, so nothing is copied or read back. Hashing stays
-    behind ``write``/``hexdigest``, so it could move to a background thread without
-    changing the port.
+    updated from the same chunk, so nothing is copied or read back. Past the first
+    MiB the MD5 runs in a thread of its own (``_BackgroundMd5``), so on a multi-core
+    machine hashing overlaps the socket reads and file writes instead of following them.
     """
 
     path: Path
     _file: io.FileIO = attrs.field(repr=False)
     _md5: hashlib._Hash = attrs.field(repr=False)
     _size: int = 0
+    _background: _BackgroundMd5 | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -128,8 +183,22 @@ class EfsPartial:
                 self._write_rest(chunk, written)
         except OSError as exc:
             raise _error("append to", self.path, exc) from exc
-        self._md5.update(chunk)
+        if self._background is not None:
+            # The port says bytes; a mutable buffer could change before the thread reads it.
+            self._background.update(chunk if type(chunk) is bytes else bytes(chunk))
+        elif self._size >= _BACKGROUND_HASH_FROM:
+            self._background = _BackgroundMd5.start(self._md5, f"md5-{self.path.name}")
+            self._background.update(chunk if type(chunk) is bytes else bytes(chunk))
+        else:
+            self._md5.update(chunk)
         self._size += len(chunk)
+
+    def _hashed(self) -> hashlib._Hash:
+        """The digest with every written chunk in it (the hashing thread, if any, finished)."""
+        background, self._background = self._background, None
+        if background is not None:
+            self._md5 = background.finish()
+        return self._md5
 
     def _write_rest(self, chunk: bytes, written: int | None) -> None:
         # A raw write may be short (a signal, a nearly full disk); finish it or fail.
@@ -147,23 +216,34 @@ class EfsPartial:
             self._file.truncate(0)
         except OSError as exc:
             raise _error("truncate", self.path, exc) from exc
+        self._hashed()
         self._md5 = _md5()
         self._size = 0
 
     def hexdigest(self) -> str:
         """Flush the file to stable storage, then return the MD5 of everything held."""
         try:
+            # The hashing thread, if any, finishes its backlog while this waits on the disk.
             os.fsync(self._file.fileno())
+            on_disk = os.fstat(self._file.fileno()).st_size
         except OSError as exc:
             raise _error("fsync", self.path, exc) from exc
-        return self._md5.hexdigest()
+        digest = self._hashed().hexdigest()
+        if on_disk != self._size:
+            # Someone else wrote to the file: the digest no longer describes it.
+            msg = f"{self.path} holds {on_disk} bytes, {self._size} were written through this handle"
+            raise FileStoreError(msg)
+        return digest
 
     def close(self) -> None:
-        """Close the file; the partial stays on disk for promote, discard or a later resume."""
+        """Close the file (and stop the hashing thread); the partial stays for promote, discard or resume."""
         try:
-            self._file.close()
-        except OSError as exc:
-            raise _error("close", self.path, exc) from exc
+            self._hashed()
+        finally:
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise _error("close", self.path, exc) from exc
 
 
 @attrs.define
@@ -240,6 +320,17 @@ class EfsFileStore:
             fd = os.open(path, _OPEN_APPEND, _FILE_MODE)
         except OSError as exc:
             raise _error("open", path, exc) from exc
+        try:
+            # One writer at a time, whatever the leases say: a worker that lost its lease
+            # but still writes must never interleave bytes with the one that took over.
+            # flock conflicts between separate opens, so threads of one process exclude
+            # each other too; on NFS (EFS) Linux maps it onto a whole-file POSIX lock.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise PartialInUse(f"{path} is being written by another attempt") from exc
+            raise _error("lock", path, exc) from exc
         try:
             # Resume: the digest must cover the bytes an earlier attempt left.
             digest = _md5()

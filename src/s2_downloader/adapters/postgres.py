@@ -119,7 +119,17 @@ def open_pool(
         timeout=timeout,
         name=name,
         check=ConnectionPool.check_connection,
-        kwargs={"connect_timeout": connect_timeout},
+        # Every statement and every silent network failure has a bound too: a stuck
+        # lock or a dropped connection must not hang a claim or a heartbeat.
+        kwargs={
+            "connect_timeout": connect_timeout,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 60_000,
+            "options": "-c statement_timeout=60000 -c lock_timeout=15000",
+        },
         open=True,
     )
 

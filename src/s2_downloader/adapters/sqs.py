@@ -234,6 +234,14 @@ class SqsQueue:
             self._fail("GetQueueAttributes", exc)
         return int(response.get("Attributes", {}).get("VisibilityTimeout", "30"))
 
+    def has_dead_letter_queue(self) -> bool:
+        """Whether the queue has a redrive policy that moves poison messages to a dead-letter queue."""
+        try:
+            response = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["RedrivePolicy"])
+        except (BotoCoreError, ClientError) as exc:
+            self._fail("GetQueueAttributes", exc)
+        return bool(response.get("Attributes", {}).get("RedrivePolicy"))
+
     def _fail(self, operation: str, exc: BotoCoreError | ClientError) -> NoReturn:
         if isinstance(exc, ClientError):
             # botocore-stubs' TypedDict lacks QueryErrorCode, which the JSON protocol adds.

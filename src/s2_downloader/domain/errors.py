@@ -10,6 +10,7 @@ __all__ = [
     "FileStoreError",
     "HubError",
     "InvalidTransition",
+    "PartialInUse",
     "QueueError",
     "S2DownloaderError",
     "StoreError",
@@ -38,6 +39,10 @@ class StoreError(S2DownloaderError):
 
 class FileStoreError(S2DownloaderError):
     """The file store (the EFS mount) could not be read or written."""
+
+
+class PartialInUse(FileStoreError):
+    """Another attempt is writing the granule's partial file right now."""
 
 
 class QueueError(S2DownloaderError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 import urllib.parse
 from collections.abc import Collection
 
@@ -27,11 +28,16 @@ def validate_id(value: str) -> str:
 
 def validate_filename(value: str) -> str:
     """Return ``value`` if it is one safe path component, else raise ``BadRequest``."""
-    size = len(value.encode("utf-8", errors="surrogatepass"))
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        msg = f"unsafe filename {value[:80]!r}: not valid Unicode (a lone surrogate)"
+        raise BadRequest(msg) from None
     if not 1 <= size <= 255:
         msg = f"unsafe filename: {size} bytes, want 1-255"
         raise BadRequest(msg)
-    if any(ch in "/\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    # Category Cc: C0 controls (NUL included), DEL and the C1 controls.
+    if any(ch in "/\\" or unicodedata.category(ch) == "Cc" for ch in value):
         msg = f"unsafe filename {value[:80]!r}: a separator, NUL or control character"
         raise BadRequest(msg)
     if value.startswith("."):

@@ -13,9 +13,16 @@ __all__ = ["COUNTED_FAILURES", "MAX_DELAY_SECONDS", "RetryPolicy"]
 #: SQS caps DelaySeconds and the contract caps the back-off at this.
 MAX_DELAY_SECONDS = 900
 
-#: Failures that spend the retry budget; the others only postpone.
+#: Failures that spend the retry budget; the others only postpone. A response the
+#: contract does not describe (another 4xx, a malformed checksum) counts, so that no
+#: misbehaviour of the hub can keep a granule cycling forever.
 COUNTED_FAILURES = frozenset(
-    {FailureKind.CHECKSUM_MISMATCH, FailureKind.TRANSFER_INTERRUPTED, FailureKind.NOT_FOUND}
+    {
+        FailureKind.CHECKSUM_MISMATCH,
+        FailureKind.TRANSFER_INTERRUPTED,
+        FailureKind.NOT_FOUND,
+        FailureKind.BAD_RESPONSE,
+    }
 )
 
 _JITTER = 0.2
@@ -41,10 +48,11 @@ class RetryPolicy:
         """Seconds to wait after the ``retries``-th failure: base x 2^(n-1), capped, jittered down."""
         exponent = max(retries, 1) - 1
         ceiling = min(float(MAX_DELAY_SECONDS), self.base_delay * 2.0 ** min(exponent, 32))
-        return round(ceiling * (1.0 - _JITTER * self.random()))
+        # At least a second: a zero delay would turn a retry into a hot loop.
+        return max(1, round(ceiling * (1.0 - _JITTER * self.random())))
 
     def throttled(self, retry_after: float | None, retries: int) -> int:
         """Seconds to wait when the hub asked us to slow down, honouring its hint up to the cap."""
         if retry_after is None:
             return self.backoff(retries)
-        return max(0, min(MAX_DELAY_SECONDS, round(retry_after)))
+        return max(1, min(MAX_DELAY_SECONDS, round(retry_after)))

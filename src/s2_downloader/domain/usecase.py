@@ -15,7 +15,7 @@ from typing import Protocol
 import attrs
 
 from s2_downloader.domain import lifecycle
-from s2_downloader.domain.errors import FailureKind, HubError
+from s2_downloader.domain.errors import FailureKind, HubError, PartialInUse
 from s2_downloader.domain.granule import Granule, State
 from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, RetryLater
 from s2_downloader.domain.ports import (
@@ -137,11 +137,13 @@ class _Attempt:
         return Defer(delay_seconds=delay, reason=f"held by {owner}")
 
     def _give_up(self) -> Outcome:
-        self.ports.files.remove(self.key)
         error = f"retry budget spent ({self.granule.download_retries} failures)"
+        # Recorded first: the update checks the lease, so a worker that lost it never
+        # deletes files the new holder is working on.
         self.granule = self.ports.granules.record(
             self.request.id, lifecycle.GiveUp(owner=self.owner, error=error)
         )
+        self.ports.files.remove(self.key)
         _log.error("download failed for good", extra=self._extra("download_failed", error=error))
         return Failed(reason=error)
 
@@ -174,17 +176,25 @@ class _Attempt:
                     empty = partial.size == 0
                 digest = partial.hexdigest()
                 transferred = partial.size - resumed_from
+                # Still holding the partial: no other attempt can write it until it is
+                # promoted or discarded.
+                if digest != checksum:
+                    ports.files.discard_partial(self.key)
+                elif ports.granules.heartbeat(
+                    self.request.id, self.owner, ports.clock.now(), ports.lease_seconds
+                ):
+                    ports.files.promote(self.key)
+                else:
+                    return self._lease_lost()
         except HubError:
             if empty:  # nothing to resume: leave no empty file behind
                 ports.files.discard_partial(self.key)
             raise
+        except PartialInUse as exc:
+            return self._postpone(str(exc), max(1, min(MAX_DELAY_SECONDS, round(ports.lease_seconds / 3))))
         if digest != checksum:
-            ports.files.discard_partial(self.key)
             detail = f"checksum mismatch: expected {checksum}, got {digest}"
             return self._counted(FailureKind.CHECKSUM_MISMATCH, detail)
-        if not ports.granules.heartbeat(self.request.id, self.owner, ports.clock.now(), ports.lease_seconds):
-            return self._lease_lost()
-        ports.files.promote(self.key)
         seconds = ports.clock.monotonic() - started
         return self._verified(checksum, transferred=transferred, seconds=seconds, resumed_from=resumed_from)
 
@@ -267,22 +277,23 @@ class _Attempt:
             delay = policy.throttled(exc.retry_after, retries)
         else:
             delay = policy.backoff(retries)
+        return self._postpone(str(exc), delay)
+
+    def _postpone(self, error: str, delay: int) -> Outcome:
         self.granule = self.ports.granules.record(
-            self.request.id, lifecycle.Postpone(owner=self.owner, error=str(exc))
+            self.request.id, lifecycle.Postpone(owner=self.owner, error=error)
         )
-        _log.warning(
-            "hub trouble; postponed", extra=self._extra("download_postponed", error=str(exc), delay=delay)
-        )
-        return Defer(delay_seconds=delay, reason=str(exc))
+        _log.warning("postponed", extra=self._extra("download_postponed", error=error, delay=delay))
+        return Defer(delay_seconds=delay, reason=error)
 
     def _counted(self, kind: FailureKind, detail: str) -> Outcome:
         ports = self.ports
         retries = self.granule.download_retries + 1
         if ports.policy.exhausted(retries):
-            ports.files.remove(self.key)
             self.granule = ports.granules.record(
                 self.request.id, lifecycle.Exhaust(owner=self.owner, error=detail)
             )
+            ports.files.remove(self.key)  # after the lease-checked update, as in _give_up
             _log.error(
                 "retry budget spent; download failed",
                 extra=self._extra("download_failed", error=detail, retries=retries),

@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from s2_downloader.testing.demo import run_demo  # noqa: PLC0415 - the demo's stack is optional
 
         return run_demo(granules=args.granules)
+    except KeyboardInterrupt:
+        print("s2-downloader: interrupted", file=sys.stderr)  # noqa: T201
+        return 1
     except ConfigError as exc:
         print(f"s2-downloader: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Literal, TypeVar
 
 import attrs
+import psycopg.conninfo
 
 from s2_downloader.domain.errors import S2DownloaderError
 
@@ -135,6 +136,8 @@ class Settings:
         ):
             if value is None:
                 raise ConfigError(name, "required for run and the Lambda handler, but not set")
+        if not os.path.isdir(self.efs_mount_dir or ""):
+            raise ConfigError("EFS_MOUNT_DIR", f"{self.efs_mount_dir!r} is not a directory (is EFS mounted?)")
         if self.hub_credentials is None and self.stage is None:
             raise ConfigError(
                 "SCIHUB_USERNAME", "no hub credentials (SCIHUB_USERNAME/SCIHUB_PASSWORD or STAGE)"
@@ -144,6 +147,11 @@ class Settings:
 def _database_url(get: Callable[[str], str | None]) -> str | None:
     url = get("DATABASE_URL")
     if url is not None:
+        try:
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error:
+            # libpq's message quotes the offending text, which may be the password.
+            raise ConfigError("DATABASE_URL", "not a valid libpq URI or conninfo string") from None
         return url
     user, dbname = get("PG_USER"), get("PG_DB")
     if user is None and dbname is None and get("PG_HOST") is None:

@@ -97,11 +97,28 @@ def process_batch(
             _log.info(
                 "no time left; record handed back", extra={"event": "handed_back", "message_id": message_id}
             )
-            failures.append({"itemIdentifier": message_id})
-            continue
-        if not _handle_record(record, message_id, ports, requeue, allowed_origins):
+            done = _requeue(record, message_id, requeue, 0)
+        else:
+            done = _handle_record(record, message_id, ports, requeue, allowed_origins)
+        if not done:
             failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}
+
+
+def _requeue(record: Mapping[str, Any], message_id: str, requeue: Requeue, delay: int) -> bool:
+    """Re-add the record's body as a fresh message (Lambda then deletes this one); False if that fails.
+
+    A fresh message rather than a batch item failure: waiting or handing back must not
+    spend the receive count that the dead-letter redrive keeps for poison messages.
+    """
+    try:
+        requeue.send(str(record.get("body", "")), delay)
+    except QueueError:
+        _log.exception(
+            "could not re-add the message", extra={"event": "requeue_failed", "message_id": message_id}
+        )
+        return False
+    return True
 
 
 def _handle_record(
@@ -111,26 +128,13 @@ def _handle_record(
     requeue: Requeue,
     allowed_origins: Collection[tuple[str, str, int]],
 ) -> bool:
-    """True when the record is finished with (Lambda deletes it), False to hand it back."""
+    """True when the record is finished with (Lambda deletes it), False to leave it to the queue."""
     body = record.get("body")
     started = time.monotonic()
     try:
         outcome = outcome_for(
             body if isinstance(body, str) else "", ports, allowed_origins, message_id=message_id
         )
-        match action_for(outcome):
-            case Delete():
-                done = True
-            case Resend(delay_seconds=delay):
-                requeue.send(str(body), delay)
-                done = True
-            case HandBack() | LeaveForRedrive():
-                done = False
-    except QueueError:
-        _log.exception(
-            "could not re-add the message", extra={"event": "requeue_failed", "message_id": message_id}
-        )
-        return False
     except Exception:  # noqa: BLE001 - logged with its trace; the record comes back after its visibility timeout
         _log.exception("record failed", extra={"event": "record_failed", "message_id": message_id})
         return False
@@ -144,4 +148,12 @@ def _handle_record(
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    return done
+    match action_for(outcome):
+        case Delete():
+            return True
+        case Resend(delay_seconds=delay):
+            return _requeue(record, message_id, requeue, delay)
+        case HandBack():
+            return _requeue(record, message_id, requeue, 0)
+        case LeaveForRedrive():
+            return False

@@ -54,12 +54,12 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
     """Send every s2_downloader log record to ``stream`` (stderr) as JSON lines; idempotent."""
     root = logging.getLogger()
+    # Every other root handler goes too: the Lambda runtime installs a plain-text one,
+    # which would print each record a second time, unscrubbed.
     for handler in list(root.handlers):
-        if getattr(handler, "_s2_downloader", False):
-            root.removeHandler(handler)
+        root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    handler._s2_downloader = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "psycopg", "psycopg.pool"):

@@ -11,6 +11,8 @@ from typing import TextIO
 
 import attrs
 
+from s2_downloader.entrypoints.logs import scrub
+
 __all__ = ["ConsoleFormatter", "DisplayLogHandler", "ProgressBoard", "TerminalDisplay"]
 
 
@@ -134,7 +136,7 @@ class ConsoleFormatter(logging.Formatter):
         granule = getattr(record, "granule_id", None)
         detail = getattr(record, "error", None) or getattr(record, "reason", None)
         line = f"{record.levelname:<7} {granule + ': ' if granule else ''}{record.getMessage()}"
-        return f"{line} ({str(detail)[:160]})" if detail else line
+        return scrub(f"{line} ({str(detail)[:160]})" if detail else line)
 
 
 class DisplayLogHandler(logging.Handler):

@@ -58,6 +58,10 @@ class MessageQueue(Protocol):
         """The queue's own visibility timeout."""
         ...
 
+    def has_dead_letter_queue(self) -> bool:
+        """Whether a redrive policy will take messages that keep failing."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class RunnerSettings:
@@ -106,6 +110,7 @@ class Runner:
     _slot_freed: threading.Event = attrs.field(factory=threading.Event)
     _finished: threading.Event = attrs.field(factory=threading.Event)
     _visibility: int = 30
+    _redrive: bool = True
 
     def __attrs_post_init__(self) -> None:
         # The use case checks this between chunks: set, it releases the granule.
@@ -121,6 +126,12 @@ class Runner:
         settings = self.settings
         # The queue's own timeout is what an operator set for crashed workers' messages to return.
         self._visibility = settings.visibility_seconds or max(1, self.queue.visibility_timeout())
+        self._redrive = self.queue.has_dead_letter_queue()
+        if not self._redrive:
+            _log.warning(
+                "the download queue has no dead-letter queue: failed and bad messages are logged and deleted",
+                extra={"event": "no_dead_letter_queue"},
+            )
         beat = threading.Thread(target=self._keep_visible, name="visibility-heartbeat", daemon=True)
         beat.start()
         _log.info(
@@ -206,6 +217,9 @@ class Runner:
                 message.body, self.ports, self.allowed_origins, message_id=message.message_id
             )
             outcome_name = _name(outcome)
+            # Out of the heartbeat's sight first, so it cannot hide a message just handed back.
+            with self._lock:
+                self._inflight.pop(message.message_id, None)
             self._settle(message, outcome)
         except Exception:  # noqa: BLE001 - logged with its trace; one message must not stop the runner
             # Left alone, the message comes back after its visibility timeout.
@@ -232,10 +246,23 @@ class Runner:
                 case Resend(delay_seconds=delay):
                     self.queue.send(message.body, delay)
                     self.queue.delete(message.receipt_handle)
-                case HandBack() | LeaveForRedrive():
-                    # Visible at once: a handed-back message is retried promptly, and a
-                    # failed or bad one reaches the dead-letter queue after maxReceiveCount.
+                case HandBack():
                     self.queue.change_visibility(message.receipt_handle, 0)
+                case LeaveForRedrive() if self._redrive:
+                    # Visible at once: after maxReceiveCount receives it is in the dead-letter queue.
+                    self.queue.change_visibility(message.receipt_handle, 0)
+                case LeaveForRedrive():
+                    # Without a redrive policy it would cycle forever; its granule (if any) is
+                    # recorded as failed, and the body is kept in the log.
+                    _log.error(
+                        "no dead-letter queue; message deleted",
+                        extra={
+                            "event": "message_dropped",
+                            "message_id": message.message_id,
+                            "body": message.body[:2000],
+                        },
+                    )
+                    self.queue.delete(message.receipt_handle)
         except ReceiptExpired:
             _log.warning(
                 "message was redelivered meanwhile; its new holder settles it",
