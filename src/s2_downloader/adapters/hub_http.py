@@ -59,6 +59,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SMALL_BODY = 64 * 1024
 _JSON_LIMIT = 4 * 1024 * 1024
 _SNIPPET = 200
+#: The slowest a transfer may be, per read-timeout window, before it counts as stalled.
+_MIN_BYTES_PER_WINDOW = 64 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
 _CONCURRENT_FLOWS = re.compile(r"concurrent\s+flow", re.IGNORECASE)
@@ -166,6 +168,8 @@ class ProductResponseStream:
     _response: urllib3.BaseHTTPResponse | None = attrs.field(repr=False)
     _chunk_size: int
     _where: str
+    #: Over each window this long at least _MIN_BYTES_PER_WINDOW must arrive (the read timeout).
+    _stall_seconds: float = 60.0
     _finished: bool = attrs.field(default=False, init=False)
 
     def chunks(self) -> Iterator[bytes]:
@@ -174,12 +178,28 @@ class ProductResponseStream:
         if response is None:
             self._finished = True
             return
-        read = response.read
+        # read1 returns what has arrived (up to ``size``) after at most one socket read,
+        # so the caller gets control back at least once per read timeout (to renew its
+        # lease, to notice a shutdown) even when the hub trickles; read() would wait for
+        # a whole chunk, however long that takes.
+        read = response.read1
         size = self._chunk_size
+        window = self._stall_seconds
+        window_start, window_bytes = time.monotonic(), 0
         try:
-            # The hot path: one urllib3 read per chunk, nothing else.
             while chunk := read(size):
                 yield chunk
+                window_bytes += len(chunk)
+                now = time.monotonic()
+                if now - window_start >= window:
+                    # A hub that drips a few bytes per read timeout would never time out.
+                    if window_bytes < _MIN_BYTES_PER_WINDOW:
+                        seconds = now - window_start
+                        detail = (
+                            f"transfer from {self._where} stalled: {window_bytes} bytes in {seconds:.0f} s"
+                        )
+                        raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail)
+                    window_start, window_bytes = now, 0
         except ReadTimeoutError as exc:
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, f"read timed out on {self._where}") from exc
         except (HTTPError, OSError) as exc:
@@ -428,8 +448,18 @@ class HubHttp:
         self, response: urllib3.BaseHTTPResponse, offset: int, total: int | None, where: str
     ) -> ProductResponseStream:
         return ProductResponseStream(
-            offset=offset, total_size=total, response=response, chunk_size=self.chunk_size, where=where
+            offset=offset,
+            total_size=total,
+            response=response,
+            chunk_size=self.chunk_size,
+            where=where,
+            stall_seconds=_read_timeout(self.timeout),
         )
+
+
+def _read_timeout(timeout: urllib3.Timeout) -> float:
+    read = timeout.read_timeout
+    return float(read) if isinstance(read, int | float) else 60.0
 
 
 def _range(offset: int) -> dict[str, str] | None:
