@@ -37,5 +37,25 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/s2-downloader demo
 
+BENCH_STAMP := $(VENV)/.bench-installed
+SOAK_SEED ?= 20251128
+
+# sentinelsat (the peer) and curl (the baseline) are only needed by the benchmarks.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl; } \
+		|| { echo "make bench needs curl on PATH" >&2; exit 2; }
+	touch $(BENCH_STAMP)
+
+## bench: s2-downloader against curl, MD5 and sentinelsat, memory, concurrency, overhead, Lambda;
+## writes docs/benchmarks.md (about 10 minutes; run it on a quiet machine)
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks
+
+## soak: 200 granules through hub faults, a PostgreSQL restart and a kill -9 of a runner;
+## writes docs/soak.md and fails if any end state is wrong (about a minute; SOAK_SEED=N to vary)
+soak: $(STAMP)
+	$(PY) -m benchmarks.soak --seed $(SOAK_SEED)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

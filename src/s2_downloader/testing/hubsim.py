@@ -245,6 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Idle keep-alive connections give up after this, so threads do not pile up.
     timeout = 60
+    # Answers go out at once instead of waiting ~40 ms for Nagle on a reused connection.
+    disable_nagle_algorithm = True
     server: _Server
 
     def setup(self) -> None:
