@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,21 @@ def test_bytes_written_behind_the_handles_back_are_caught(store: EfsFileStore) -
             intruder.write(b"theirs")
         with pytest.raises(FileStoreError):
             partial.hexdigest()
+
+
+def test_large_partials_hash_in_the_background_correctly(store: EfsFileStore) -> None:
+    """Past the first MiB hashing moves to its own thread; restart, resume and the digest still agree."""
+    key = FileKey(granule_id="big", filename="b.zip")
+    block = os.urandom(256 * 1024)
+    with store.open_partial(key) as partial:
+        for _ in range(8):
+            partial.write(block)
+        partial.restart()
+        for _ in range(6):
+            partial.write(block)
+    with store.open_partial(key) as resumed:
+        for _ in range(6):
+            resumed.write(block[::-1])
+        expected = hashlib.md5(block * 6 + block[::-1] * 6, usedforsecurity=False).hexdigest()
+        assert expected == resumed.hexdigest()
+    assert [] == [t.name for t in threading.enumerate() if t.name.startswith("md5-")]
