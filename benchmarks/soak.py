@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
-import psycopg
 
 from benchmarks.measure import MIB
 from benchmarks.report import Machine, render, table
@@ -244,31 +243,9 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _rows(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    with (
-        psycopg.connect(pipeline.database_url) as conn,
-        conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
-    ):
-        cur.execute(
-            "SELECT id, state, download_retries, downloaded, in_progress, download_failed, checksum,"
-            " lease_owner, upload_queued_at FROM granule"
-        )
-        return {row["id"]: row for row in cur.fetchall()}
-
-
-def _drain(services: Services, url: str) -> list[str]:
-    client = services.sqs.client()
-    bodies: list[str] = []
-    while messages := client.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=300
-    ).get("Messages", []):
-        bodies += [m["Body"] for m in messages]
-    return bodies
-
-
 def check(services: Services, pipeline: Pipeline, scripts: list[Script], md5s: dict[str, str]) -> list[Check]:
     """Every end state the issue asks for, one Check each."""
-    rows = _rows(pipeline)
+    rows = pipeline.rows()
     wrong_fate = [s.granule_id for s in scripts if rows[s.granule_id]["state"] != s.fate]
     verified = [s for s in scripts if s.fate == "verified"]
     failed = [s for s in scripts if s.fate == "failed"]
@@ -306,7 +283,7 @@ def check(services: Services, pipeline: Pipeline, scripts: list[Script], md5s: d
     partials = sorted(
         str(p.relative_to(pipeline.efs_dir)) for p in pipeline.efs_dir.rglob(".*") if p.is_file()
     )
-    uploads = collections.Counter(json.loads(b)["id"] for b in _drain(services, pipeline.queues.upload_url))
+    uploads = collections.Counter(json.loads(b)["id"] for b in pipeline.drain(pipeline.queues.upload_url))
     missing_uploads = [s.granule_id for s in verified if uploads[s.granule_id] < 1]
     stray_uploads = [gid for gid in uploads if gid not in {s.granule_id for s in verified}]
     counts = services.sqs.client().get_queue_attributes(
@@ -318,7 +295,7 @@ def check(services: Services, pipeline: Pipeline, scripts: list[Script], md5s: d
         ],
     )["Attributes"]
     left = sum(int(v) for v in counts.values())
-    dead = collections.Counter(json.loads(b)["id"] for b in _drain(services, pipeline.queues.dead_letter_url))
+    dead = collections.Counter(json.loads(b)["id"] for b in pipeline.drain(pipeline.queues.dead_letter_url))
     dead_not_failed = [gid for gid in dead if gid not in {s.granule_id for s in failed}]
     failed_not_dead = [s.granule_id for s in failed if dead[s.granule_id] < 1]
     duplicates = sum(n - 1 for n in uploads.values() if n > 1)

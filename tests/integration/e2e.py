@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from s2_downloader.testing.hubsim import SimProduct
 from s2_downloader.testing.stack import Pipeline
 
@@ -31,38 +29,17 @@ def partial_files(pipeline: Pipeline) -> list[Path]:
 
 def rows(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     """The granule table, keyed by id."""
-    with (
-        psycopg.connect(pipeline.database_url) as conn,
-        conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
-    ):
-        cur.execute(
-            "SELECT id, state, download_retries, downloaded, in_progress, download_failed, checksum,"
-            " lease_owner, upload_queued_at FROM granule"
-        )
-        return {row["id"]: row for row in cur.fetchall()}
-
-
-def _drain(pipeline: Pipeline, url: str) -> list[str]:
-    client = pipeline.services.sqs.client()
-    bodies: list[str] = []
-    while True:
-        got = client.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=60
-        )
-        messages = got.get("Messages", [])
-        if not messages:
-            return bodies
-        bodies += [m["Body"] for m in messages]
+    return pipeline.rows()
 
 
 def upload_bodies(pipeline: Pipeline) -> list[dict[str, Any]]:
     """Every upload message sent (drains the upload queue)."""
-    return [json.loads(b) for b in _drain(pipeline, pipeline.queues.upload_url)]
+    return [json.loads(b) for b in pipeline.drain(pipeline.queues.upload_url)]
 
 
 def dead_letters(pipeline: Pipeline) -> list[str]:
     """Every body in the dead-letter queue (drains it)."""
-    return _drain(pipeline, pipeline.queues.dead_letter_url)
+    return pipeline.drain(pipeline.queues.dead_letter_url)
 
 
 def assert_verified(pipeline: Pipeline, products: list[SimProduct]) -> None:

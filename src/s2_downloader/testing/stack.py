@@ -16,9 +16,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import attrs
+import psycopg
+import psycopg.rows
 
 from s2_downloader.adapters.postgres import migrate
 from s2_downloader.testing.hubsim import Fault, HubSimulator, SimProduct
@@ -187,6 +189,28 @@ class Pipeline:
     def final_path(self, product_id: str) -> Path:
         """Where a verified product lands."""
         return self.efs_dir / product_id / f"{product_id}.zip"
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """The granule table as the downloader leaves it, keyed by id."""
+        with (
+            psycopg.connect(self.database_url) as conn,
+            conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            cur.execute(
+                "SELECT id, state, download_retries, downloaded, in_progress, download_failed, checksum,"
+                " lease_owner, upload_queued_at FROM granule"
+            )
+            return {row["id"]: row for row in cur.fetchall()}
+
+    def drain(self, url: str) -> list[str]:
+        """Every body on queue ``url``, received once and hidden for 5 minutes (keep queues shallow)."""
+        client = self.services.sqs.client()
+        bodies: list[str] = []
+        while messages := client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=300
+        ).get("Messages", []):
+            bodies += [m["Body"] for m in messages]
+        return bodies
 
     def close(self) -> None:
         """Drop the database and queues; remove the mount directory if this pipeline made it."""
