@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint type unit integration format demo bench soak clean
+.PHONY: test lint type unit integration format demo bench soak soak-hostile clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ bench: $(BENCH_STAMP)
 ## writes docs/soak.md and fails if any end state is wrong (about a minute; SOAK_SEED=N to vary)
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --seed $(SOAK_SEED)
+
+## soak-hostile: 500 granules and 50 hostile messages through two runners (one clock-skewed) and a
+## Lambda, with a trickling, throttling, failing hub and two PostgreSQL restarts; writes
+## docs/soak-hostile.md and fails if any check fails (several minutes; SOAK_SEED=N to vary)
+soak-hostile: $(STAMP)
+	@test -e /usr/lib/$$(uname -m)-linux-gnu/faketime/libfaketimeMT.so.1 \
+		|| { apt-get update -qq && apt-get install -y -qq faketime; } \
+		|| { echo "make soak-hostile needs libfaketime (apt-get install faketime)" >&2; exit 2; }
+	$(PY) -m benchmarks.soak_hostile $(if $(SOAK_SEED_HOSTILE),--seed $(SOAK_SEED_HOSTILE))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -49,6 +49,16 @@ RUNNER_ENV = {
     "HTTP_READ_TIMEOUT": "5",
 }
 DEADLINE_SECONDS = 240.0
+HOSTILE_NOTE = (
+    "Its companion, `make soak-hostile` (`python -m benchmarks.soak_hostile`), runs 500 granules and 50 "
+    "hostile messages (too deep, too large, not JSON, unsafe names, URLs built to carry the hub "
+    "credentials elsewhere) through two runners, one with its wall clock four minutes ahead, and a Lambda "
+    "handler, against a hub that trickles, resets, throttles, redirects to a credential-collecting "
+    "listener and answers 500 for some products forever, with a kill -9 and PostgreSQL restarted twice. "
+    "It checks zero requests and zero credentials at that listener, zero crashes, zero unverified bytes "
+    "under a final name, the 500-forever granules failed by `MAX_DEFER_SECONDS`, and every message "
+    "accounted for; its report is [soak-hostile.md](soak-hostile.md)."
+)
 
 
 # -- the plan -----------------------------------------------------------------------------
@@ -62,7 +72,7 @@ class Script:
     size: int
     kind: str
     faults: tuple[Fault, ...]
-    #: Faults that count against the retry budget (CONTRACT section 6).
+    #: Faults that count against the retry budget (docs/interface.md section 6).
     counted: int
     fate: str
 
@@ -138,6 +148,7 @@ class Fleet:
     pipeline: Pipeline
     logs: Path
     t0: float
+    runner_env: dict[str, str] = attrs.field(factory=lambda: dict(RUNNER_ENV))
     runners: list[_Runner] = attrs.field(factory=list)
     finished: list[_Runner] = attrs.field(factory=list)
     events: list[tuple[float, str]] = attrs.field(factory=list)
@@ -149,15 +160,15 @@ class Fleet:
         with self._lock:
             self.events.append((time.monotonic() - self.t0, text))
 
-    def start(self) -> _Runner:
-        """Start one more runner."""
+    def start(self, extra_env: dict[str, str] | None = None, label: str = "") -> _Runner:
+        """Start one more runner (``extra_env`` on top of the fleet's; ``label`` for the timeline)."""
         with self._lock:
             self._count += 1
             name = f"runner-{self._count}"
         log = (self.logs / f"{name}.log").open("wb")
         process = subprocess.Popen(
             [CLI, "run", "--until-empty", "--concurrency", "8"],
-            env=cli_env(self.pipeline, **RUNNER_ENV),
+            env={**cli_env(self.pipeline, **self.runner_env), **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -165,7 +176,7 @@ class Fleet:
         runner = _Runner(name=name, process=process, log=log, started=time.monotonic())
         with self._lock:
             self.runners.append(runner)
-        self.note(f"{name} started (pid {process.pid})")
+        self.note(f"{name} started (pid {process.pid})" + (f", {label}" if label else ""))
         return runner
 
     def kill_one(self, rng: random.Random) -> None:
@@ -509,6 +520,8 @@ def _report(
             "",
             f"Seed {seed}: `python -m benchmarks.soak --seed {seed}` replays the same plan and chaos moments "
             "(what the runners race to, and so the timeline, varies from run to run).",
+            "",
+            HOSTILE_NOTE,
         ],
         machine=machine,
         command=f"make soak SOAK_SEED={seed}",

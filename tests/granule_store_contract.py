@@ -5,6 +5,12 @@ Its model is a plain dict of ``Granule`` moved by the domain's own ``lifecycle.a
 the store must hold exactly what the model holds, and ``record`` must raise
 ``InvalidTransition`` exactly when ``apply`` does. The unit tier runs it on the
 in-memory fake, the integration tier on PostgreSQL.
+
+Leases are judged by a clock: the fake takes the ``now`` each call passes in, PostgreSQL
+takes its own (``now()`` in the statement) and ignores the worker's. For a store with its
+own clock the runner passes ``set_store_clock``: the contract then sets that clock as time
+advances, models leases and first attempts on it, and keeps passing skewed ``now`` values
+that the store must ignore.
 """
 
 from __future__ import annotations
@@ -45,8 +51,9 @@ _owners = st.sampled_from(OWNERS)
 # Weighted towards the holder: most interesting transitions are the holder's.
 _actors = st.sampled_from((HOLDER, HOLDER, HOLDER, *OWNERS))
 _lease_seconds = st.sampled_from((0.0, 1.0, 60.0, 900.0)) | st.floats(0, 3600, allow_nan=False)
-# Workers' clocks disagree a little; leases must still be judged by the `now` passed in.
-_skews = st.integers(-90, 90)
+# Workers' clocks disagree: a little, or by ten minutes. A store with its own clock must
+# ignore them; the fake judges leases by the `now` passed in.
+_skews = st.integers(-90, 90) | st.sampled_from((-600, 600))
 # Upper case often, since the store must keep checksums lower case.
 _checksums = st.sampled_from(("", "D41D8CD98F00B204E9800998ECF8427E")) | st.text(
     "0123456789abcdefABCDEF", max_size=32
@@ -78,6 +85,7 @@ _MAKE_EVENT: dict[type[lifecycle.Event], Callable[[_Draw], lifecycle.Event]] = {
     lifecycle.Exhaust: lambda d: lifecycle.Exhaust(owner=d.owner, error=d.error),
     lifecycle.GiveUp: lambda d: lifecycle.GiveUp(owner=d.owner, error=d.error),
     lifecycle.Postpone: lambda d: lifecycle.Postpone(owner=d.owner, error=d.error),
+    lifecycle.Abandon: lambda d: lifecycle.Abandon(owner=d.owner, error=d.error),
     lifecycle.Release: lambda d: lifecycle.Release(owner=d.owner),
     lifecycle.MarkUploadSent: lambda _: lifecycle.MarkUploadSent(),
 }
@@ -93,6 +101,7 @@ _ENDINGS: tuple[type[lifecycle.Event], ...] = (
     lifecycle.Verify,
     lifecycle.Exhaust,
     lifecycle.GiveUp,
+    lifecycle.Abandon,
 )
 
 #: Every event type the contract records.
@@ -115,13 +124,17 @@ class GranuleStoreContract(RuleBasedStateMachine):
         store: ContractStore,
         add_granule: Callable[[str, str], None],
         check_store: Callable[[], None] | None = None,
+        set_store_clock: Callable[[dt.datetime], None] | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self.add_granule = add_granule
         self.check_store = check_store
+        self.set_store_clock = set_store_clock
         self.model: dict[str, Granule] = {}
         self.clock = START
+        if set_store_clock is not None:
+            set_store_clock(self.clock)
 
     # -- rules ----------------------------------------------------------------------
 
@@ -143,6 +156,8 @@ class GranuleStoreContract(RuleBasedStateMachine):
     def advance_clock(self, *, seconds: float) -> None:
         """Wall time passes, so leases may expire."""
         self.clock += dt.timedelta(seconds=seconds)
+        if self.set_store_clock is not None:
+            self.set_store_clock(self.clock)
 
     @rule(granule_id=_ids, owner=_owners, lease_seconds=_lease_seconds, skew=_skews)
     def claim(self, *, granule_id: str, owner: str, lease_seconds: float, skew: int) -> None:
@@ -190,7 +205,7 @@ class GranuleStoreContract(RuleBasedStateMachine):
         current = self.model.get(granule_id)
         expected = current is not None and current.held_by(owner)
         if current is not None and expected:
-            event = lifecycle.Heartbeat(owner=owner, now=now, lease_seconds=lease_seconds)
+            event = lifecycle.Heartbeat(owner=owner, now=self._judged(now), lease_seconds=lease_seconds)
             self.model[granule_id] = lifecycle.apply(current, event)
         assert expected == self.store.heartbeat(granule_id, owner, now, lease_seconds)
 
@@ -228,7 +243,8 @@ class GranuleStoreContract(RuleBasedStateMachine):
         owner = self._who(granule_id, actor)
         now = self.clock + dt.timedelta(seconds=skew)
         draw = _Draw(owner=owner, now=now, lease_seconds=lease_seconds, checksum=checksum, error=error)
-        self._check_record(granule_id, _MAKE_EVENT[kind](draw))
+        modelled = attrs.evolve(draw, now=self._judged(now))
+        self._check_record(granule_id, _MAKE_EVENT[kind](draw), _MAKE_EVENT[kind](modelled))
 
     # -- invariants -----------------------------------------------------------------
 
@@ -246,12 +262,17 @@ class GranuleStoreContract(RuleBasedStateMachine):
 
     # -- helpers --------------------------------------------------------------------
 
+    def _judged(self, passed: dt.datetime) -> dt.datetime:
+        """The time a store judges an event by: its own clock if it has one, else the ``now`` passed."""
+        return passed if self.set_store_clock is None else self.clock
+
     def _check_claim(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> None:
         expected = self.model.get(granule_id)
         if expected is not None:
             try:
                 expected = lifecycle.apply(
-                    expected, lifecycle.Claim(owner=owner, now=now, lease_seconds=lease_seconds)
+                    expected,
+                    lifecycle.Claim(owner=owner, now=self._judged(now), lease_seconds=lease_seconds),
                 )
             except InvalidTransition:
                 pass  # the port returns the granule unchanged
@@ -259,13 +280,16 @@ class GranuleStoreContract(RuleBasedStateMachine):
                 self.model[granule_id] = expected
         assert expected == self.store.claim(granule_id, owner, now, lease_seconds)
 
-    def _check_record(self, granule_id: str, event: lifecycle.Event) -> None:
-        # None stands for InvalidTransition, on both sides.
+    def _check_record(
+        self, granule_id: str, event: lifecycle.Event, modelled: lifecycle.Event | None = None
+    ) -> None:
+        # None stands for InvalidTransition, on both sides. `modelled` is `event` as the
+        # store judges it (its own clock), when that differs from what is passed.
         expected: Granule | None = None
         current = self.model.get(granule_id)
         if current is not None:
             try:
-                expected = lifecycle.apply(current, event)
+                expected = lifecycle.apply(current, event if modelled is None else modelled)
             except InvalidTransition:
                 expected = None
             else:
@@ -289,12 +313,14 @@ def run_granule_store_contract(
     add_granule: Callable[[_S, str, str], None],
     reset: Callable[[], None] = lambda: None,
     check_store: Callable[[], None] | None = None,
+    set_store_clock: Callable[[dt.datetime], None] | None = None,
     settings: hypothesis.settings | None = None,
 ) -> None:
     """Run the contract: ``reset`` then ``make_store`` before each example.
 
     ``add_granule(store, id, filename)`` inserts a pending granule as the link fetcher
-    would; ``check_store`` is an extra invariant the implementation promises.
+    would; ``check_store`` is an extra invariant the implementation promises;
+    ``set_store_clock`` sets the clock of a store that keeps its own (see the module).
     """
 
     class Bound(GranuleStoreContract):
@@ -305,6 +331,7 @@ def run_granule_store_contract(
                 store,
                 lambda granule_id, filename: add_granule(store, granule_id, filename),
                 check_store,
+                set_store_clock,
             )
 
     run_state_machine_as_test(Bound, settings=settings)

@@ -8,16 +8,24 @@ to own one (migrations). Tests that stop or kill a server start their own
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from psycopg_pool import ConnectionPool
 
 from s2_downloader.adapters.postgres import PostgresGranuleStore, migrate, open_pool
-from s2_downloader.testing.postgres import ThrowawayPostgres
+from s2_downloader.testing.postgres import (
+    TEST_CLOCK_OPTIONS,
+    ThrowawayPostgres,
+    install_test_clock,
+    set_test_clock,
+)
 
 __all__ = [
+    "clocked_pool",
+    "db_clock",
     "empty_database_url",
     "empty_tables",
     "granule_store",
@@ -60,6 +68,22 @@ def postgres_pool(postgres_url: str) -> Iterator[ConnectionPool[Any]]:
         yield pool
 
 
+@pytest.fixture(scope="session")
+def clocked_pool(postgres_url: str) -> Iterator[ConnectionPool[Any]]:
+    """A pool on the shared database whose ``now()`` is the clock ``db_clock`` sets."""
+    install_test_clock(postgres_url)
+    with open_pool(postgres_url, max_size=8, options=TEST_CLOCK_OPTIONS, name="s2dl-clocked") as pool:
+        yield pool
+
+
+@pytest.fixture
+def db_clock(postgres_url: str, clocked_pool: ConnectionPool[Any]) -> Iterator[Callable[[dt.datetime], None]]:
+    """Sets the database clock of ``clocked_pool``; back to real time after the test."""
+    del clocked_pool  # installs the clock
+    yield lambda moment: set_test_clock(postgres_url, moment)
+    set_test_clock(postgres_url, None)
+
+
 @pytest.fixture
 def granule_store(postgres_pool: ConnectionPool[Any]) -> PostgresGranuleStore:
     """A PostgreSQL granule store over empty ``granule`` and ``status`` tables."""
@@ -74,7 +98,7 @@ def empty_tables(pool: ConnectionPool[Any]) -> None:
 
 
 def legacy_flag_mismatches(pool: ConnectionPool[Any]) -> list[tuple[Any, ...]]:
-    """Rows whose legacy flags disagree with their state (CONTRACT section 5); empty when all agree."""
+    """Rows whose legacy flags disagree with their state (docs/interface.md); empty when all agree."""
     with pool.connection() as conn:
         rows: list[tuple[Any, ...]] = conn.execute(
             "SELECT id, state, in_progress, downloaded, download_failed FROM granule"

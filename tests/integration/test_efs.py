@@ -54,6 +54,16 @@ def _write_partial(store: EfsFileStore, key: FileKey, *chunks: bytes) -> str:
         return partial.hexdigest()
 
 
+def _write_final(store: EfsFileStore, key: FileKey, *chunks: bytes) -> str:
+    """Write a partial and promote it while it is open, as the use case does."""
+    with store.open_partial(key) as partial:
+        for chunk in chunks:
+            partial.write(chunk)
+        digest = partial.hexdigest()
+        store.promote(key)
+    return digest
+
+
 def test_the_store_implements_the_files_port(store: EfsFileStore) -> None:
     """EfsFileStore is what the use case calls Files."""
     files: Files = store
@@ -118,7 +128,7 @@ def test_restart_drops_what_the_partial_held(store: EfsFileStore) -> None:
         assert 0 == partial.size
         partial.write(b"fresh")
         digest = partial.hexdigest()
-    store.promote(KEY)
+        store.promote(KEY)
 
     assert _md5(b"fresh") == digest
     assert b"fresh" == store.final_path(KEY).read_bytes()
@@ -126,10 +136,12 @@ def test_restart_drops_what_the_partial_held(store: EfsFileStore) -> None:
 
 def test_promote_moves_the_partial_onto_the_final_path(store: EfsFileStore) -> None:
     """The final path holds nothing until promote, then the partial's bytes, and the partial is gone."""
-    digest = _write_partial(store, KEY, b"verified content")
-    assert not store.final_path(KEY).exists()
+    with store.open_partial(KEY) as partial:
+        partial.write(b"verified content")
+        digest = partial.hexdigest()
+        assert not store.final_path(KEY).exists()
 
-    store.promote(KEY)
+        store.promote(KEY)
 
     assert b"verified content" == store.final_path(KEY).read_bytes()
     assert not store.partial_path(KEY).exists()
@@ -161,8 +173,7 @@ def test_a_filename_too_long_for_a_dot_name_still_gets_a_partial(store: EfsFileS
     """A 255-byte filename gets a hashed partial name and still downloads and promotes."""
     key = FileKey(granule_id="g1", filename="p" * 251 + ".zip")
 
-    _write_partial(store, key, b"long")
-    store.promote(key)
+    _write_final(store, key, b"long")
 
     assert partial_name(key.filename).startswith(".")
     assert partial_name(key.filename).endswith(PARTIAL_SUFFIX)
@@ -181,7 +192,7 @@ def test_a_filename_too_long_for_a_dot_name_still_gets_a_partial(store: EfsFileS
     ids=["dotdot-id", "slash-id", "dotdot-filename", "dot-filename", "nul-filename"],
 )
 def test_unsafe_keys_are_refused(store: EfsFileStore, mount: Path, key: FileKey) -> None:
-    """An id or filename the contract forbids raises FileStoreError and writes nothing."""
+    """An id or filename docs/interface.md forbids raises FileStoreError and writes nothing."""
     with pytest.raises(FileStoreError, match="unsafe"), store.open_partial(key):
         pass
 
@@ -225,8 +236,7 @@ def test_a_symlink_planted_at_the_partial_name_is_not_followed(
 
 def test_remove_deletes_final_and_partial_and_the_empty_directory(store: EfsFileStore, mount: Path) -> None:
     """remove leaves no trace of the key, and a second remove is harmless."""
-    _write_partial(store, KEY, b"old")
-    store.promote(KEY)
+    _write_final(store, KEY, b"old")
     _write_partial(store, KEY, b"new")
 
     store.remove(KEY)
@@ -238,8 +248,7 @@ def test_remove_deletes_final_and_partial_and_the_empty_directory(store: EfsFile
 def test_remove_keeps_the_directory_while_it_holds_other_files(store: EfsFileStore) -> None:
     """Removing one product keeps another product of the same granule."""
     other = FileKey(granule_id=KEY.granule_id, filename="other.zip")
-    _write_partial(store, other, b"other")
-    store.promote(other)
+    _write_final(store, other, b"other")
 
     store.remove(KEY)
 
@@ -248,8 +257,7 @@ def test_remove_keeps_the_directory_while_it_holds_other_files(store: EfsFileSto
 
 def test_discard_partial_keeps_the_final_file_and_can_be_repeated(store: EfsFileStore) -> None:
     """discard_partial deletes only the partial; discarding again, or with none, is harmless."""
-    _write_partial(store, KEY, b"final")
-    store.promote(KEY)
+    _write_final(store, KEY, b"final")
     _write_partial(store, KEY, b"partial")
 
     store.discard_partial(KEY)
@@ -263,9 +271,9 @@ def test_sweep_removes_only_stale_partials(store: EfsFileStore, mount: Path) -> 
     """Old partials go; young partials, final files and other dot-files stay."""
     now = 1_900_000_000.0
     old, young, final = (FileKey(granule_id=f"g{n}", filename="p.zip") for n in range(3))
-    for key in (old, young, final):
+    for key in (old, young):
         _write_partial(store, key, b"bytes")
-    store.promote(final)
+    _write_final(store, final, b"bytes")
     os.utime(store.partial_path(old), (now - 7200, now - 7200))
     os.utime(store.partial_path(young), (now - 60, now - 60))
     os.utime(store.final_path(final), (now - 7200, now - 7200))
@@ -359,8 +367,8 @@ def test_any_chunking_with_resumes_and_restarts_hashes_the_bytes_kept(steps: lis
                 assert len(expected) == partial.size
         digest = partial.hexdigest()
         size = partial.size
-        opened.close()
         store.promote(KEY)
+        opened.close()
 
         assert _md5(expected) == digest
         assert len(expected) == size
@@ -412,3 +420,121 @@ def test_large_partials_hash_in_the_background_correctly(store: EfsFileStore) ->
         expected = hashlib.md5(block * 6 + block[::-1] * 6, usedforsecurity=False).hexdigest()
         assert expected == resumed.hexdigest()
     assert [] == [t.name for t in threading.enumerate() if t.name.startswith("md5-")]
+
+
+def test_promote_of_a_partial_that_is_not_open_here_renames_nothing(store: EfsFileStore) -> None:
+    """Promote needs the open descriptor that was hashed; a closed partial stays where it is."""
+    _write_partial(store, KEY, b"hashed, then closed")
+
+    with pytest.raises(FileStoreError, match="not open"):
+        store.promote(KEY)
+
+    assert (True, False) == (store.partial_path(KEY).exists(), store.final_path(KEY).exists())
+
+
+def test_promote_refuses_when_the_path_names_another_file_than_the_one_hashed(store: EfsFileStore) -> None:
+    """A partial unlinked and recreated by another attempt while this one wrote is not renamed into place."""
+    with store.open_partial(KEY) as partial:
+        partial.write(b"verified bytes")
+        partial.hexdigest()
+        # Another actor removes the path (a sweep, a remove) and a new attempt starts a
+        # partial of its own there: flock is per inode, so both hold "the" lock.
+        store.partial_path(KEY).unlink()
+        store.partial_path(KEY).write_bytes(b"someone else's unverified bytes")
+
+        with pytest.raises(PartialInUse, match="not the one hashed"):
+            store.promote(KEY)
+
+    assert not store.final_path(KEY).exists()
+    assert b"someone else's unverified bytes" == store.partial_path(KEY).read_bytes()
+
+
+def test_promote_refuses_when_the_partial_was_removed_while_open(store: EfsFileStore) -> None:
+    """A partial whose path is gone is not promoted: FileStoreError, and no final file."""
+    with store.open_partial(KEY) as partial:
+        partial.write(b"bytes")
+        store.partial_path(KEY).unlink()
+
+        with pytest.raises(FileStoreError, match="removed"):
+            store.promote(KEY)
+
+    assert not store.final_path(KEY).exists()
+
+
+def test_a_validator_is_stored_beside_the_partial_and_read_back_on_resume(store: EfsFileStore) -> None:
+    """The validator set on a fresh partial is what a reopened partial reports, from a dot-dot sidecar."""
+    with store.open_partial(KEY) as partial:
+        assert partial.validator is None
+        partial.set_validator('"etag-1"')
+        partial.write(b"head")
+
+    with store.open_partial(KEY) as resumed:
+        validator = resumed.validator
+
+    assert '"etag-1"' == validator
+    assert f"..{KEY.filename}{PARTIAL_SUFFIX}" == store.sidecar_path(KEY).name
+    assert b'"etag-1"' == store.sidecar_path(KEY).read_bytes()
+    assert [] == [p.name for p in store.sidecar_path(KEY).parent.iterdir() if p.name.startswith("...")]
+
+
+def test_an_empty_partial_reports_no_validator_and_none_removes_it(store: EfsFileStore) -> None:
+    """A validator describes held bytes: an empty partial has none, and setting None deletes the sidecar."""
+    with store.open_partial(KEY) as partial:
+        partial.set_validator("Wed, 21 Oct 2015 07:28:00 GMT")
+    with store.open_partial(KEY) as empty:
+        assert empty.validator is None
+        empty.set_validator(None)
+
+    assert not store.sidecar_path(KEY).exists()
+
+
+def test_a_sidecar_that_holds_no_validator_is_ignored(store: EfsFileStore) -> None:
+    """Bytes that are no header value (binary, a newline, too long) are never handed back as a validator."""
+    _write_partial(store, KEY, b"head")
+    for junk in (b"\xff\xfe", b'"a"\r\nX-Evil: 1', b"x" * 2000):
+        store.sidecar_path(KEY).write_bytes(junk)
+        with store.open_partial(KEY) as partial:
+            assert partial.validator is None
+
+
+@pytest.mark.parametrize("finish", ["promote", "discard", "remove"])
+def test_the_sidecar_goes_with_its_partial(store: EfsFileStore, mount: Path, finish: str) -> None:
+    """Promote, discard and remove leave no validator behind."""
+    with store.open_partial(KEY) as partial:
+        partial.set_validator('"v"')
+        partial.write(b"x")
+        partial.hexdigest()
+        if finish == "promote":
+            store.promote(KEY)
+    if finish == "discard":
+        store.discard_partial(KEY)
+    elif finish == "remove":
+        store.remove(KEY)
+
+    assert [] == [p.name for p in mount.rglob(".*")]
+
+
+def test_a_filename_too_long_for_a_readable_sidecar_gets_a_hashed_one(store: EfsFileStore) -> None:
+    """A 250-byte filename's sidecar and its temporary are both within the 255-byte name limit."""
+    key = FileKey(granule_id="g1", filename="p" * 246 + ".zip")
+    with store.open_partial(key) as partial:
+        partial.set_validator('"v"')
+        partial.write(b"x")
+    with store.open_partial(key) as resumed:
+        assert '"v"' == resumed.validator
+    assert store.sidecar_path(key).name.startswith("..")
+    assert store.sidecar_path(key).name.endswith(PARTIAL_SUFFIX)
+    assert 255 >= len(store.sidecar_path(key).name) + 1
+
+
+def test_the_sweep_takes_a_stale_sidecar_with_its_partial(store: EfsFileStore) -> None:
+    """Sidecars are named like partials, so the sweep of stale partials removes them too."""
+    now = 1_900_000_000.0
+    with store.open_partial(KEY) as partial:
+        partial.set_validator('"v"')
+        partial.write(b"x")
+    for path in (store.partial_path(KEY), store.sidecar_path(KEY)):
+        os.utime(path, (now - 7200, now - 7200))
+
+    assert 2 == store.sweep_stale_partials(3600, now=now)
+    assert not store.sidecar_path(KEY).exists()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 import urllib3
 
 from s2_downloader.adapters.hub import CdseHub, CdseTokens
-from s2_downloader.domain.errors import FailureKind, HubError
-from s2_downloader.domain.request import origin_of
+from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
+from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.testing.hubsim import Fault, HubSimulator
 from tests.integration.fixtures_hub import (
     HUB_PASSWORD,
@@ -305,31 +308,128 @@ def test_redirect_outside_the_configured_hosts_is_refused(
     assert [] == mirror_sim.requests
 
 
-def test_redirect_to_a_configured_host_is_followed_with_the_token(
+def test_redirect_to_a_download_host_over_http_is_refused(
     hub_sim: HubSimulator, mirror_sim: HubSimulator, hub_pool: urllib3.PoolManager, cdse_tokens: CdseTokens
 ) -> None:
-    """A redirect to a configured download host is followed, the bearer token going along."""
-    product = hub_sim.add_product("P", _SIZE, seed=5)
-    mirror_sim.add_product("P", _SIZE, seed=5)
-    hub_sim.add_faults("P", Fault.redirect(mirror_sim.cdse_download_url("P"), code=307))
+    """A download host is reached over https only: an http redirect there is refused, unasked."""
+    product = hub_sim.add_product("P", 10)
+    mirror_sim.add_product("P", 10)
+    hub_sim.add_faults(
+        "P", Fault.redirect(mirror_sim.cdse_download_url("P").replace("127.0.0.1", "localhost"))
+    )
     hub = CdseHub(
         pool=hub_pool,
         tokens=cdse_tokens,
         checksum_url=hub_sim.base_url,
         zipper_url=hub_sim.base_url,
-        extra_origins=frozenset({origin_of(mirror_sim.base_url)}),
+        download_hosts=frozenset({"localhost"}),
     )
 
-    got = fetch(hub, cdse_request(hub_sim, "P"), product)
+    with pytest.raises(HubError) as raised:
+        fetch(hub, cdse_request(hub_sim, "P"), product)
 
-    (mirrored,) = mirror_sim.requests
-    assert product.md5 == got.file_md5
-    assert (mirrored.authorization or "").startswith("Bearer ")
+    assert FailureKind.BAD_RESPONSE == raised.value.kind
+    assert [] == mirror_sim.requests
 
 
-def test_allowed_origins_is_the_zipper_origin(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:
-    """Messages may point only at the zipper's origin."""
-    assert frozenset({("http", "127.0.0.1", hub_sim.port)}) == cdse_hub.allowed_origins
+def test_redirect_within_the_zipper_keeps_the_token(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:
+    """A relative redirect stays on the zipper's origin, so the bearer token goes along."""
+    product = hub_sim.add_product("P", _SIZE)
+    hub_sim.add_product("Q", _SIZE, seed=product.seed)
+    hub_sim.add_faults("P", Fault.redirect("/odata/v1/Products(Q)/$value", code=307))
+
+    got = fetch(cdse_hub, cdse_request(hub_sim, "P"), product)
+
+    redirected, served = hub_sim.requests_to("zipper")
+    assert (product.md5, "Q") == (got.file_md5, served.product_id)
+    assert redirected.authorization == served.authorization
+    assert (served.authorization or "").startswith("Bearer ")
+
+
+@pytest.mark.parametrize(
+    ("url", "followed"),
+    [
+        ("https://download.dataspace.copernicus.eu/odata/v1/Products(P)/$value", True),
+        ("https://DOWNLOAD.dataspace.copernicus.eu:443/x", True),
+        ("http://download.dataspace.copernicus.eu/x", False),
+        ("https://download.dataspace.copernicus.eu:8443/x", False),
+        ("https://evil.example/x", False),
+        ("https://download.dataspace.copernicus.eu\\@evil.example/x", False),
+        ("http://127.0.0.1:{port}/odata/v1/Products(P)/$value", True),
+        ("http://127.0.0.1:{port}1/x", False),
+    ],
+)
+def test_redirects_are_followed_only_to_the_zipper_or_https_download_hosts(
+    hub_sim: HubSimulator, cdse_hub: CdseHub, url: str, followed: bool
+) -> None:
+    """With default download hosts, the token follows to the zipper origin or https download hosts only."""
+    assert followed == cdse_hub.follows_redirect_to(url.format(port=hub_sim.port))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://catalogue.dataspace.copernicus.eu/odata/v1/Products(P)/$value",
+        "https://catalogue.dataspace.copernicus.eu/download/P",
+        "https://zipper.dataspace.copernicus.eu/odata/v1/Products(P)/$value",
+        "http://identity.dataspace.copernicus.eu/anything",
+        "https://download.dataspace.copernicus.eu:8443/x",
+    ],
+)
+def test_any_link_on_a_cdse_host_is_accepted(hub_pool: urllib3.PoolManager, url: str) -> None:
+    """Catalogue, zipper, identity and download hosts are all CDSE links, as HLS's link fetcher sends them."""
+    hub = _production_hub(hub_pool)
+
+    hub.accepts_download_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/odata/v1/Products(P)/$value",
+        "https://catalogue.dataspace.copernicus.eu.evil.example/x",
+        "https://catalogue.dataspace.copernicus.eu\\@evil.example/x",
+        "https://u@catalogue.dataspace.copernicus.eu/x",
+        "ftp://catalogue.dataspace.copernicus.eu/x",
+        "https://catalogue%2Edataspace.copernicus.eu/x",
+    ],
+)
+def test_a_link_off_the_cdse_hosts_is_bad_input(hub_pool: urllib3.PoolManager, url: str) -> None:
+    """Another host, userinfo, a backslash, another scheme or percent-encoding is refused."""
+    hub = _production_hub(hub_pool)
+
+    with pytest.raises(BadRequest):
+        hub.accepts_download_url(url)
+
+
+def test_download_comes_from_the_zipper_whatever_the_link(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:
+    """A catalogue link in the message still downloads from ``{zipper}/odata/v1/Products(<id>)/$value``."""
+    product = hub_sim.add_product("P", 1000)
+    request = DownloadRequest(
+        id="P", filename="P.SAFE", download_url="https://catalogue.dataspace.copernicus.eu/download/P"
+    )
+
+    got = fetch(cdse_hub, request, product)
+
+    assert (product.md5, ["/odata/v1/Products(P)/$value"]) == (
+        got.file_md5,
+        [r.path for r in hub_sim.requests_to("zipper")],
+    )
+
+
+def _production_hub(pool: urllib3.PoolManager) -> CdseHub:
+    tokens = CdseTokens(
+        pool=pool,
+        identity_url="http://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token",
+        username=HUB_USER,
+        password=HUB_PASSWORD,
+    )
+    return CdseHub(
+        pool=pool,
+        tokens=tokens,
+        checksum_url="https://catalogue.dataspace.copernicus.eu",
+        zipper_url="https://zipper.dataspace.copernicus.eu",
+    )
 
 
 def test_secrets_stay_out_of_reprs_errors_and_logs(
@@ -354,3 +454,167 @@ def test_secrets_stay_out_of_reprs_errors_and_logs(
     for text in [repr(cdse_hub), repr(cdse_tokens), *errors, *logged]:
         for secret in secrets:
             assert secret not in text
+
+
+# -- what the catalogue says about a product (recorded answers, edited) --------------------
+
+_RECORDED = Path(__file__).parent / "recorded" / "cdse_checksum_response.json"
+
+
+def _recorded(**changes: Any) -> dict[str, Any]:
+    """CDSE's recorded catalogue answer, its product entry with ``changes`` applied."""
+    document: dict[str, Any] = json.loads(_RECORDED.read_text())
+    document["value"][0].update(changes)
+    return document
+
+
+def test_the_recorded_answer_gives_its_md5(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:
+    """CDSE's real answer (MD5 and BLAKE3 entries with dates) gives the MD5, lowercase."""
+    hub_sim.add_product("P", 10, faults=[Fault.json(_recorded())])
+
+    assert "ef0e036af119acf95a8d79c0a27aa1d7" == cdse_hub.checksum("P")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"Checksum": []}, id="empty-checksum-list"),
+        pytest.param({"Checksum": [{"Value": "f" * 64, "Algorithm": "BLAKE3"}]}, id="no-md5-yet"),
+        pytest.param({"Checksum": None}, id="checksum-null"),
+        pytest.param({"Online": False}, id="offline"),
+    ],
+)
+def test_a_checksum_not_published_yet_or_an_offline_product_defers(
+    hub_sim: HubSimulator, cdse_hub: CdseHub, changes: dict[str, Any]
+) -> None:
+    """No MD5 yet, or ``"Online": false``, is OFFLINE: deferred like a 202, not counted."""
+    hub_sim.add_product("P", 10, faults=[Fault.json(_recorded(**changes))])
+
+    with pytest.raises(HubError) as raised:
+        cdse_hub.checksum("P")
+
+    assert FailureKind.OFFLINE == raised.value.kind
+
+
+def test_an_empty_value_list_is_not_found(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:
+    """No product in the recorded answer's shape (``value: []``) counts like a 404."""
+    document = _recorded()
+    document["value"] = []
+    hub_sim.add_product("P", 10, faults=[Fault.json(document)])
+
+    with pytest.raises(HubError) as raised:
+        cdse_hub.checksum("P")
+
+    assert FailureKind.NOT_FOUND == raised.value.kind
+
+
+def test_the_simulator_can_publish_an_entry_without_md5(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:
+    """``Fault.catalogue_entry`` edits the simulator's own entry: an empty list defers, then the MD5 comes."""
+    product = hub_sim.add_product("P", 10, faults=[Fault.catalogue_entry(Checksum=[])])
+
+    with pytest.raises(HubError) as raised:
+        cdse_hub.checksum("P")
+
+    assert FailureKind.OFFLINE == raised.value.kind
+    assert product.md5 == cdse_hub.checksum("P")
+
+
+# -- a refused password is remembered ------------------------------------------------------
+
+
+def _wrong_password_hub(sim: HubSimulator, pool: urllib3.PoolManager, clock: ManualClock) -> CdseHub:
+    tokens = CdseTokens(
+        pool=pool,
+        identity_url=sim.identity_url,
+        username=HUB_USER,
+        password="wrong",
+        clock=clock,
+        refused_seconds=300,
+    )
+    return CdseHub(pool=pool, tokens=tokens, checksum_url=sim.base_url, zipper_url=sim.base_url)
+
+
+def test_a_refused_password_is_not_tried_again_for_a_while(
+    hub_sim: HubSimulator, hub_pool: urllib3.PoolManager, hub_clock: ManualClock
+) -> None:
+    """After one refused password grant, every call for five minutes is UNAUTHORIZED without asking."""
+    product = hub_sim.add_product("P", 10)
+    hub = _wrong_password_hub(hub_sim, hub_pool, hub_clock)
+    kinds = []
+    for _ in range(5):
+        with pytest.raises(HubError) as raised:
+            hub.checksum("P")
+        kinds.append(raised.value.kind)
+        with pytest.raises(HubError) as raised:
+            fetch(hub, cdse_request(hub_sim, "P"), product)
+        kinds.append(raised.value.kind)
+        hub_clock.advance(59)
+
+    assert [FailureKind.UNAUTHORIZED] * 10 == kinds
+    assert [("password", 401)] == _grants(hub_sim)
+    assert [] == hub_sim.requests_to("zipper") + hub_sim.requests_to("cdse_checksum")
+
+
+def test_the_password_is_tried_again_after_the_window(
+    hub_sim: HubSimulator, hub_pool: urllib3.PoolManager, hub_clock: ManualClock
+) -> None:
+    """Past the window the grant is asked again (once), so a fixed password starts working."""
+    hub_sim.add_product("P", 10)
+    hub = _wrong_password_hub(hub_sim, hub_pool, hub_clock)
+    with pytest.raises(HubError):
+        hub.checksum("P")
+
+    hub_clock.advance(301)
+    with pytest.raises(HubError) as raised:
+        hub.checksum("P")
+
+    assert FailureKind.UNAUTHORIZED == raised.value.kind
+    assert [("password", 401), ("password", 401)] == _grants(hub_sim)
+
+
+def test_a_refused_grant_says_how_long_to_wait(
+    hub_sim: HubSimulator, hub_pool: urllib3.PoolManager, hub_clock: ManualClock
+) -> None:
+    """The remembered refusal's Retry-After hint is the rest of the window."""
+    hub_sim.add_product("P", 10)
+    hub = _wrong_password_hub(hub_sim, hub_pool, hub_clock)
+    with pytest.raises(HubError):
+        hub.checksum("P")
+
+    hub_clock.advance(100)
+    with pytest.raises(HubError) as raised:
+        hub.checksum("P")
+
+    assert 200.0 == raised.value.retry_after
+
+
+# -- catalogue, identity service and zipper on different origins ----------------------------
+
+
+def test_catalogue_identity_and_zipper_on_their_own_origins(
+    hub_pool: urllib3.PoolManager, hub_clock: ManualClock
+) -> None:
+    """With the catalogue and identity on ``localhost`` and the zipper on ``127.0.0.1``, each request
+    goes to its own origin (the simulator refuses any other), and the token reaches both."""
+    with HubSimulator(username=HUB_USER, password=HUB_PASSWORD, split_origins=True) as sim:
+        product = sim.add_product("P", _SIZE)
+        tokens = CdseTokens(
+            pool=hub_pool,
+            identity_url=sim.identity_url,
+            username=HUB_USER,
+            password=HUB_PASSWORD,
+            clock=hub_clock,
+        )
+        hub = CdseHub(pool=hub_pool, tokens=tokens, checksum_url=sim.catalogue_url, zipper_url=sim.zipper_url)
+        link = f"{sim.catalogue_url}/odata/v1/Products(P)/$value"
+        hub.accepts_download_url(link)
+
+        checksum = hub.checksum("P")
+        got = fetch(hub, DownloadRequest(id="P", filename="P.SAFE", download_url=link), product)
+
+        assert sim.catalogue_url != sim.zipper_url
+        assert (product.md5, product.md5) == (checksum, got.file_md5)
+        assert [200, 200, 200] == [r.status for r in sim.requests]
+        assert [f"localhost:{sim.port}", f"localhost:{sim.port}", f"127.0.0.1:{sim.port}"] == [
+            r.header("Host") for r in sim.requests
+        ]

@@ -1,4 +1,4 @@
-"""The DHuS adapter against the hub simulator over real HTTP: CONTRACT sections 4 and 6."""
+"""The DHuS adapter against the hub simulator over real HTTP (docs/interface.md: files, the hub)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import urllib3
 
 from s2_downloader.adapters.hub import MAX_REDIRECTS, DhusHub
-from s2_downloader.domain.errors import FailureKind, HubError
+from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
+from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.testing.hubsim import Fault, HubSimulator, http_date
 from tests.integration.fixtures_hub import (
     HUB_PASSWORD,
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 _SIZE = 3 * (1 << 20) + 12_345
 
-# CONTRACT section 6, row by row, for whichever endpoint the fault is aimed at.
+# The hub's table of answers (docs/interface.md), row by row, for whichever endpoint the fault is aimed at.
 _TABLE = [
     pytest.param(Fault.not_found(), FailureKind.NOT_FOUND, id="404"),
     pytest.param(Fault.status(429), FailureKind.THROTTLED, id="429"),
@@ -406,9 +407,45 @@ def test_endless_redirects_are_a_bad_response(hub_sim: HubSimulator, dhus_hub: D
     assert MAX_REDIRECTS + 1 == len(hub_sim.requests_to("dhus_value"))
 
 
-def test_allowed_origins_is_the_scihub_origin(hub_sim: HubSimulator, dhus_hub: DhusHub) -> None:
-    """Messages may point only at the SCIHUB_URL origin."""
-    assert frozenset({("http", "127.0.0.1", hub_sim.port)}) == dhus_hub.allowed_origins
+def test_download_url_on_the_scihub_origin_is_accepted(hub_sim: HubSimulator, dhus_hub: DhusHub) -> None:
+    """A download_url on the SCIHUB_URL origin (any case, explicit port) is accepted."""
+    dhus_hub.accepts_download_url(hub_sim.dhus_download_url("P"))
+    dhus_hub.accepts_download_url(f"HTTP://127.0.0.1:{hub_sim.port}/dhus/odata/v1/Products('P')/$value")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}1/x",
+        "https://127.0.0.1:{port}/x",
+        "http://localhost:{port}/x",
+        "http://127.0.0.1:{port}\\@evil.example/x",
+        "http://u:p@127.0.0.1:{port}/x",
+        "ftp://127.0.0.1:{port}/x",
+    ],
+)
+def test_download_url_off_the_scihub_origin_is_bad_input(
+    hub_sim: HubSimulator, dhus_hub: DhusHub, url: str
+) -> None:
+    """Another port, scheme or host, userinfo or a backslash is refused before any request."""
+    with pytest.raises(BadRequest):
+        dhus_hub.accepts_download_url(url.format(port=hub_sim.port))
+
+    assert [] == hub_sim.requests
+
+
+def test_open_product_refuses_a_url_off_the_origin(
+    hub_sim: HubSimulator, mirror_sim: HubSimulator, dhus_hub: DhusHub
+) -> None:
+    """A request that skipped the message check still never leaves the SCIHUB_URL origin."""
+    mirror_sim.add_product("P", 10)
+    request = DownloadRequest(id="P", filename="P.zip", download_url=mirror_sim.dhus_download_url("P"))
+
+    with pytest.raises(HubError) as raised, dhus_hub.open_product(request, 0):
+        pass
+
+    assert FailureKind.BAD_RESPONSE == raised.value.kind
+    assert [] == mirror_sim.requests
 
 
 def test_secrets_stay_out_of_reprs_errors_and_logs(

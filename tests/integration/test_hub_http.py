@@ -1,9 +1,10 @@
-"""What both hub adapters share: Retry-After, safe URLs, concurrency and flat memory."""
+"""What both hub adapters share: Retry-After, headers, safe URLs, concurrency and flat memory."""
 
 from __future__ import annotations
 
 import email.utils
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import urllib3
 
 from s2_downloader.adapters.hub import DhusHub, parse_retry_after
 from s2_downloader.adapters.hub_http import safe_url
-from s2_downloader.testing.hubsim import HubSimulator
+from s2_downloader.domain.errors import FailureKind, HubError
+from s2_downloader.testing.hubsim import Fault, HubSimulator
 from tests.integration.fixtures_hub import Fetched, connections_all_returned, dhus_request, fetch
 
 pytestmark = pytest.mark.integration
@@ -96,3 +98,90 @@ def test_streaming_a_large_product_keeps_memory_flat(hub_sim: HubSimulator, dhus
     grown_mib = (_status_kib(peak) - before) / 1024
     assert product.md5 == got.file_md5
     assert grown_mib < 64, f"peak RSS grew {grown_mib:.0f} MiB while streaming 256 MiB"
+
+
+# -- headers that are not numbers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("\u00b2", None),  # superscript two: str.isdigit() says yes, float() and int() say no
+        ("\uff11\uff12", None),  # fullwidth digits
+        ("\u0661\u0662", None),  # Arabic-Indic digits
+        ("9" * 5000, 900.0),  # past int()'s digit limit
+        ("1e3", None),
+        ("12.5", None),
+        ("Thu, 01 Jan 99999 00:00:00 GMT", None),
+        ("Mon, 32 Foo 2024 99:99:99 GMT", None),
+    ],
+)
+def test_retry_after_takes_ascii_digits_only(value: str, seconds: float | None) -> None:
+    """Anything but ASCII digits or an HTTP-date is no hint, never an exception."""
+    assert seconds == parse_retry_after(value, now=_NOW)
+
+
+def test_a_retry_after_that_is_not_a_number_is_ignored_on_the_wire(
+    hub_sim: HubSimulator, dhus_hub: DhusHub
+) -> None:
+    """A 503 with ``Retry-After: \u00b2`` is THROTTLED without a hint, not a crash."""
+    product = hub_sim.add_product("P", 10, faults=[Fault.status(503, retry_after="\u00b2")])
+
+    with pytest.raises(HubError) as raised:
+        fetch(dhus_hub, dhus_request(hub_sim, "P"), product)
+
+    assert (FailureKind.THROTTLED, None) == (raised.value.kind, raised.value.retry_after)
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u00b2", "-5", "1e3", "12 34"])
+def test_a_product_content_length_that_is_not_a_number_is_a_bad_response(
+    hub_sim: HubSimulator, dhus_hub: DhusHub, value: str
+) -> None:
+    """A product answer whose Content-Length is not ASCII digits is BAD_RESPONSE, not a crash."""
+    product = hub_sim.add_product("P", 1000, faults=[Fault.with_headers(Content_Length=value)])
+
+    with pytest.raises(HubError) as raised:
+        fetch(dhus_hub, dhus_request(hub_sim, "P"), product)
+
+    assert FailureKind.BAD_RESPONSE == raised.value.kind
+
+
+def test_a_checksum_content_length_that_is_not_a_number_is_a_bad_response(
+    hub_sim: HubSimulator, dhus_hub: DhusHub
+) -> None:
+    """The same header on a checksum answer is BAD_RESPONSE too."""
+    hub_sim.add_product("P", 10, faults=[Fault.with_headers(Content_Length="\u00b2").on_checksum()])
+
+    with pytest.raises(HubError) as raised:
+        dhus_hub.checksum("P")
+
+    assert FailureKind.BAD_RESPONSE == raised.value.kind
+
+
+def test_an_error_content_length_that_is_not_a_number_keeps_the_status(
+    hub_sim: HubSimulator, dhus_hub: DhusHub
+) -> None:
+    """On an error answer the bad header only costs the body: the status still decides (404 here)."""
+    bad_length = {"Content-Length": "\u00b2"}
+    product = hub_sim.add_product("P", 10, faults=[Fault.status(404, headers=bad_length)])
+
+    with pytest.raises(HubError) as raised:
+        fetch(dhus_hub, dhus_request(hub_sim, "P"), product)
+
+    assert FailureKind.NOT_FOUND == raised.value.kind
+
+
+def test_a_trickled_json_answer_without_a_deadline_ends_after_one_read_timeout(
+    hub_sim: HubSimulator, hub_pool: urllib3.PoolManager
+) -> None:
+    """Without a deadline a JSON answer still has an overall limit: one read timeout, not one per byte."""
+    hub_sim.add_product("P", 10, faults=[Fault.trickle(0.2).on_checksum()])
+    hub = DhusHub(pool=hub_pool, base_url=hub_sim.base_url, username="u", password="p", read_timeout=1.0)
+    hub_sim.require_auth = False
+    started = time.monotonic()
+
+    with pytest.raises(HubError) as raised:
+        hub.checksum("P")
+
+    assert FailureKind.TRANSFER_INTERRUPTED == raised.value.kind
+    assert time.monotonic() - started < 5.0

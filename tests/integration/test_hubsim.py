@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 import urllib.parse
 from typing import Any
 
@@ -288,3 +289,42 @@ def test_stop_closes_the_port(hub_pool: urllib3.PoolManager) -> None:
 
     with pytest.raises(urllib3.exceptions.NewConnectionError):
         hub_pool.request("GET", url, retries=False)
+
+
+def test_downloads_carry_a_quoted_etag_and_last_modified(
+    hub_sim: HubSimulator, hub_pool: urllib3.PoolManager
+) -> None:
+    """The product's ETag is its quoted MD5, with a Last-Modified date beside it."""
+    product = hub_sim.add_product("P", 100)
+    hub_sim.require_auth = False
+
+    response = hub_pool.request("GET", hub_sim.dhus_download_url("P"))
+
+    assert (f'"{product.md5}"', response.headers["Last-Modified"]) == hub_sim.validators("P")
+    assert f'"{product.md5}"' == response.headers["ETag"]
+
+
+def test_if_range_that_no_longer_matches_gets_the_whole_new_product(
+    hub_sim: HubSimulator, hub_pool: urllib3.PoolManager
+) -> None:
+    """After ``replace_product`` the old ETag in If-Range makes the Range be ignored: 200, new bytes."""
+    old = hub_sim.add_product("P", 100)
+    new = hub_sim.replace_product("P", seed=7)
+    hub_sim.require_auth = False
+    headers = {"Range": "bytes=10-", "If-Range": f'"{old.md5}"'}
+
+    response = hub_pool.request("GET", hub_sim.dhus_download_url("P"), headers=headers)
+
+    assert (200, new.read()) == (response.status, response.data)
+
+
+def test_trickle_sends_one_byte_at_a_time(hub_sim: HubSimulator, hub_pool: urllib3.PoolManager) -> None:
+    """A trickled body still arrives whole, one byte per interval."""
+    product = hub_sim.add_product("P", 5, faults=[Fault.trickle(0.05)])
+    hub_sim.require_auth = False
+    started = time.monotonic()
+
+    response = hub_pool.request("GET", hub_sim.dhus_download_url("P"))
+
+    assert product.read() == response.data
+    assert time.monotonic() - started >= 0.2

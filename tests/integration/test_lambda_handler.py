@@ -81,7 +81,7 @@ def aws_env(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def container(pipeline: Pipeline, aws_env: None) -> Iterator[Container]:
     """The Lambda's adapters built from the pipeline's environment."""
-    built = build(Settings.from_env(pipeline.env()), concurrency=1)
+    built = build(Settings.from_env(pipeline.env()), concurrency=1, long_poll=False)
     yield built
     built.close()
 
@@ -96,7 +96,7 @@ def _process(container: Container, event: dict[str, Any]) -> dict[str, list[dict
         FakeLambdaContext(),
         ports=container.ports,
         requeue=container.download_queue,
-        allowed_origins=container.allowed_origins,
+        check_url=container.check_download_url,
     )
 
 
@@ -131,7 +131,7 @@ def test_a_batch_where_every_record_fails(pipeline: Pipeline) -> None:
     pipeline.seed(
         [(f"LBAD{i}", 64 * KIB) for i in range(3)], faults={f"LBAD{i}": [Fault.corrupt()] for i in range(3)}
     )
-    built = build(Settings.from_env(pipeline.env(MAX_DOWNLOAD_RETRIES="0")), concurrency=1)
+    built = build(Settings.from_env(pipeline.env(MAX_DOWNLOAD_RETRIES="0")), concurrency=1, long_poll=False)
     try:
         event = _event(pipeline, 3)
         response = _process(built, event)

@@ -59,10 +59,17 @@ def _legacy(store: PostgresGranuleStore, granule_id: str) -> dict[str, Any]:
     return dict(zip(names, row, strict=True))
 
 
+Clock = Callable[[dt.datetime], None]
+
+
 @pytest.fixture
-def store(granule_store: PostgresGranuleStore) -> PostgresGranuleStore:
-    """The shared-database store with a fixed clock, so finish times can be asserted."""
-    return PostgresGranuleStore(granule_store.pool, clock=lambda: FINISHED)
+def store(
+    granule_store: PostgresGranuleStore, clocked_pool: ConnectionPool[Any], db_clock: Clock
+) -> PostgresGranuleStore:
+    """The shared-database store with fixed clocks: the database's at NOW, the finish time at FINISHED."""
+    del granule_store  # empties the tables
+    db_clock(NOW)
+    return PostgresGranuleStore(clocked_pool, clock=lambda: FINISHED)
 
 
 def test_claim_takes_a_pending_granule_and_marks_it_in_progress(store: PostgresGranuleStore) -> None:
@@ -108,11 +115,12 @@ def test_sixteen_concurrent_claims_have_exactly_one_winner(store: PostgresGranul
     assert {winners[0]} == {g.lease.owner for g in results.values() if g is not None and g.lease is not None}
 
 
-def test_heartbeat_extends_only_the_owners_lease(store: PostgresGranuleStore) -> None:
+def test_heartbeat_extends_only_the_owners_lease(store: PostgresGranuleStore, db_clock: Clock) -> None:
     """The holder's heartbeat moves the expiry; anyone else's is refused and changes nothing."""
     _seed(store, "g")
     store.claim("g", "w-1", NOW, 60)
     later = NOW + dt.timedelta(seconds=30)
+    db_clock(later)
 
     assert store.heartbeat("g", "w-2", later, 600) is False
     after_stranger = store.get("g")
@@ -136,12 +144,16 @@ def test_heartbeat_of_an_unknown_or_finished_granule_is_refused(store: PostgresG
     assert (False, False) == (store.heartbeat("nope", "w-1", NOW, 60), store.heartbeat("g", "w-1", NOW, 60))
 
 
-def test_a_lease_can_be_taken_over_exactly_when_it_expires(store: PostgresGranuleStore) -> None:
-    """A lease is live strictly before its expiry; at the expiry instant another worker may claim."""
+def test_a_lease_can_be_taken_over_exactly_when_it_expires(
+    store: PostgresGranuleStore, db_clock: Clock
+) -> None:
+    """A lease is live strictly before its expiry (database clock); at the expiry another may claim."""
     _seed(store, "g")
     store.claim("g", "w-1", NOW, 60)
 
+    db_clock(NOW + dt.timedelta(seconds=59.999999))
     just_before = store.claim("g", "w-2", NOW + dt.timedelta(seconds=59.999999), 60)
+    db_clock(NOW + dt.timedelta(seconds=60))
     at_expiry = store.claim("g", "w-2", NOW + dt.timedelta(seconds=60), 60)
 
     assert just_before is not None
@@ -283,13 +295,18 @@ def test_error_text_postgresql_cannot_hold_is_recorded_readably(store: PostgresG
     assert "bad\ufffdbody?" == failed.last_error
 
 
-def test_status_report_counts_states_and_names_the_oldest_lease(store: PostgresGranuleStore) -> None:
+def test_status_report_counts_states_and_names_the_oldest_lease(
+    store: PostgresGranuleStore, db_clock: Clock
+) -> None:
     """The report counts every state (zeros included) and names the lease taken longest ago."""
     _seed(store, "p1", "p2", "c-old", "c-new", "d", "v", "f")
     store.claim("c-new", "w-new", NOW, 60)
-    store.claim("c-old", "w-old", NOW - dt.timedelta(minutes=10), 60)
-    store.claim("d", "w-d", NOW - dt.timedelta(minutes=5), 60)
+    db_clock(NOW - dt.timedelta(minutes=10))
+    store.claim("c-old", "w-old", NOW, 60)
+    db_clock(NOW - dt.timedelta(minutes=5))
+    store.claim("d", "w-d", NOW, 60)
     store.record("d", lifecycle.StartDownload(owner="w-d"))
+    db_clock(NOW)
     store.claim("v", "w-v", NOW, 60)
     store.record("v", lifecycle.Verify(owner="w-v", checksum="ab"))
     store.claim("f", "w-f", NOW, 60)
@@ -341,3 +358,136 @@ def test_verify_overwrites_a_last_file_downloaded_time_left_by_hls(
     store.record("g", lifecycle.Verify(owner="w-1", checksum="ab"))
 
     assert FINISHED.isoformat() == store.status_report().last_file_downloaded_time
+
+
+TEN_MINUTES = dt.timedelta(minutes=10)
+
+
+def test_workers_ten_minutes_apart_neither_steal_a_live_lease_nor_pin_a_granule(
+    store: PostgresGranuleStore, db_clock: Clock
+) -> None:
+    """Leases are judged by the database's clock: a slow and a fast worker clock change nothing."""
+    _seed(store, "stolen?", "pinned?")
+    # A worker ten minutes slow takes a 60 s lease; one ten minutes fast, 30 s later, would
+    # see it long expired by its own clock.
+    slow = store.claim("stolen?", "w-slow", NOW - TEN_MINUTES, 60)
+    db_clock(NOW + dt.timedelta(seconds=30))
+    thief = store.claim("stolen?", "w-fast", NOW + dt.timedelta(seconds=30) + TEN_MINUTES, 60)
+    # A worker ten minutes fast takes a 60 s lease and dies; 61 s later a worker ten
+    # minutes slow must be able to take over, though by the dead one's clock it is not time.
+    db_clock(NOW)
+    store.claim("pinned?", "w-fast", NOW + TEN_MINUTES, 60)
+    db_clock(NOW + dt.timedelta(seconds=61))
+    rescuer = store.claim("pinned?", "w-slow", NOW + dt.timedelta(seconds=61) - TEN_MINUTES, 60)
+
+    assert slow is not None
+    assert thief is not None
+    assert rescuer is not None
+    assert (True, NOW + dt.timedelta(seconds=60)) == (
+        thief.held_by("w-slow"),
+        slow.lease.expires_at if slow.lease else None,
+    )
+    assert (True, NOW + dt.timedelta(seconds=121)) == (
+        rescuer.held_by("w-slow"),
+        rescuer.lease.expires_at if rescuer.lease else None,
+    )
+
+
+def test_a_heartbeat_extends_the_lease_from_the_database_clock(
+    store: PostgresGranuleStore, db_clock: Clock
+) -> None:
+    """A heartbeat from a worker ten minutes fast extends the lease from the database's now, not its own."""
+    _seed(store, "g")
+    store.claim("g", "w-1", NOW + TEN_MINUTES, 60)
+    db_clock(NOW + dt.timedelta(seconds=50))
+
+    assert store.heartbeat("g", "w-1", NOW + TEN_MINUTES + dt.timedelta(seconds=50), 60) is True
+    granule = store.get("g")
+    assert granule is not None
+    assert NOW + dt.timedelta(seconds=110) == (granule.lease.expires_at if granule.lease else None)
+
+
+def test_the_first_claim_sets_first_attempt_at_and_later_claims_keep_it(
+    store: PostgresGranuleStore, db_clock: Clock
+) -> None:
+    """first_attempt_at is the database time of the first claim; postponements and claims after keep it."""
+    _seed(store, "g")
+    store.claim("g", "w-1", NOW - TEN_MINUTES, 60)
+    store.record("g", lifecycle.Postpone(owner="w-1", error="503"))
+    db_clock(NOW + dt.timedelta(days=1))
+    again = store.claim("g", "w-2", NOW, 60)
+
+    assert again is not None
+    assert (NOW, "w-2") == (again.first_attempt_at, again.lease.owner if again.lease else None)
+    with store.pool.connection() as conn:
+        row = conn.execute("SELECT first_attempt_at FROM granule WHERE id = 'g'").fetchone()
+    assert (NAIVE_NOW,) == row
+
+
+def test_abandon_fails_the_granule_with_the_last_reason_and_the_legacy_flags(
+    store: PostgresGranuleStore,
+) -> None:
+    """Past its deferral budget a granule is failed by its holder: download_failed set, reason kept."""
+    _seed(store, "g")
+    store.claim("g", "w-1", NOW, 60)
+    store.record("g", lifecycle.StartDownload(owner="w-1"))
+    with pytest.raises(InvalidTransition):
+        store.record("g", lifecycle.Abandon(owner="w-2", error="server_error: 500"))
+
+    failed = store.record("g", lifecycle.Abandon(owner="w-1", error="server_error: 500"))
+
+    legacy = _legacy(store, "g")
+    assert (State.FAILED, "server_error: 500", None, 0) == (
+        failed.state,
+        failed.last_error,
+        failed.lease,
+        failed.download_retries,
+    )
+    assert (False, True, False) == (legacy["in_progress"], legacy["download_failed"], legacy["downloaded"])
+
+
+def _set(store: PostgresGranuleStore, granule_id: str, assignments: str) -> None:
+    """What another HLS writer does: set columns behind the store's back."""
+    with store.pool.connection() as conn:
+        conn.execute(f"UPDATE granule SET {assignments} WHERE id = %s", (granule_id,))
+
+
+def test_a_legacy_flag_set_by_another_writer_wins_at_claim(store: PostgresGranuleStore) -> None:
+    """downloaded set on a pending row wins (verified), download_failed on a leased one too (failed)."""
+    _seed(store, "done-by-hls", "failed-by-hls")
+    _set(store, "done-by-hls", "downloaded = true")
+    store.claim("failed-by-hls", "w-1", NOW, 60)
+    _set(store, "failed-by-hls", "download_failed = true")
+
+    done = store.claim("done-by-hls", "w-2", NOW, 60)
+    failed = store.claim("failed-by-hls", "w-2", NOW, 60)
+
+    assert done is not None
+    assert failed is not None
+    assert (State.VERIFIED, None, State.FAILED, None) == (done.state, done.lease, failed.state, failed.lease)
+    assert [] == legacy_flag_mismatches(store.pool)
+
+
+def test_a_failed_granule_whose_flags_were_reset_is_revived_at_claim(
+    store: PostgresGranuleStore, db_clock: Clock
+) -> None:
+    """download_failed reset with retries within the budget: pending again, deferral budget restarted."""
+    _seed(store, "revived", "still-spent")
+    for granule_id in ("revived", "still-spent"):
+        store.claim(granule_id, "w-1", NOW, 60)
+        store.record(granule_id, lifecycle.Abandon(owner="w-1", error="500 for two days"))
+    _set(store, "revived", "download_failed = false, download_retries = 0")
+    _set(store, "still-spent", "download_failed = false, download_retries = 11")
+    db_clock(NOW + dt.timedelta(days=3))
+    reviving = PostgresGranuleStore(store.pool, max_retries=10)
+
+    unconfigured = store.claim("revived", "w-2", NOW, 60)
+    revived = reviving.claim("revived", "w-2", NOW, 60)
+    spent = reviving.claim("still-spent", "w-2", NOW, 60)
+
+    assert unconfigured is not None
+    assert revived is not None
+    assert spent is not None
+    assert State.FAILED == unconfigured.state
+    assert (State.CLAIMED, NOW + dt.timedelta(days=3)) == (revived.state, revived.first_attempt_at)
+    assert State.FAILED == spent.state

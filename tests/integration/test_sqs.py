@@ -220,7 +220,7 @@ def test_an_unreachable_endpoint_becomes_a_queue_error_without_secrets() -> None
 
 
 def test_the_upload_queue_sends_id_and_filename_as_json(sqs_client: SQSClient, sqs_queues: QueueSet) -> None:
-    """send_upload puts the contract's upload message on the upload queue."""
+    """send_upload puts the documented upload message on the upload queue."""
     uploads: UploadQueue = SqsUploadQueue(SqsQueue(sqs_client, sqs_queues.upload_url))
 
     uploads.send_upload("S2A_TILE_1", "S2A_TILE_1.zip")
@@ -236,3 +236,22 @@ def test_a_received_message_keeps_its_receipt_handle_out_of_repr(download: SqsQu
 
     assert message.receipt_handle not in repr(message)
     assert message.message_id in repr(message)
+
+
+def test_send_batch_sends_every_entry_with_its_delay(download: SqsQueue) -> None:
+    """One batched call re-adds several bodies, each hidden for its own delay."""
+    accepted = download.send_batch([("a", 0), ("b", 0), ("c", 60)])
+    got = download.receive(max_messages=10, wait_seconds=1)
+    assert ([True, True, True], ["a", "b"]) == (accepted, sorted(m.body for m in got))
+    assert 1 == download.counts().delayed
+
+
+def test_a_fifo_queue_is_recognised(sqs_client: SQSClient, download: SqsQueue) -> None:
+    """is_fifo tells a FIFO queue from a standard one (asking SQS for the standard one's attribute)."""
+    fifo_url = sqs_client.create_queue(QueueName="is-fifo-test.fifo", Attributes={"FifoQueue": "true"})[
+        "QueueUrl"
+    ]
+    try:
+        assert (True, False) == (SqsQueue(client=sqs_client, url=fifo_url).is_fifo(), download.is_fifo())
+    finally:
+        sqs_client.delete_queue(QueueUrl=fifo_url)

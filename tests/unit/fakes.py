@@ -11,9 +11,16 @@ from contextlib import contextmanager
 import attrs
 
 from s2_downloader.domain import lifecycle
-from s2_downloader.domain.errors import FailureKind, HubError, InvalidTransition, PartialInUse
+from s2_downloader.domain.errors import (
+    DeadlineExceeded,
+    FailureKind,
+    HubError,
+    InvalidTransition,
+    PartialInUse,
+)
 from s2_downloader.domain.granule import Granule
 from s2_downloader.domain.ports import (
+    Cancellation,
     Clock,
     FileKey,
     GranuleStore,
@@ -29,6 +36,7 @@ __all__ = [
     "EPOCH",
     "Crash",
     "CrashPlan",
+    "FakeCancellation",
     "FakeClock",
     "FakeHub",
     "FakeUploadQueue",
@@ -94,6 +102,22 @@ class FakeClock:
         """Move both clocks forward."""
         self.current += dt.timedelta(seconds=seconds)
         self.ticks += seconds
+
+
+@attrs.define
+class FakeCancellation:
+    """A cancellation the test sets by hand, with an optional deadline to hand to the hub."""
+
+    stop: bool = False
+    at: float | None = None
+
+    def is_set(self) -> bool:
+        """Whether the test asked the attempt to stop."""
+        return self.stop
+
+    def deadline(self) -> float | None:
+        """The deadline the test chose (a fake monotonic instant), or ``None``."""
+        return self.at
 
 
 @attrs.define
@@ -171,6 +195,7 @@ class HubFault:
     corrupt: bool = False
     ignore_range: bool = False
     wrong_checksum: bool = False
+    out_of_time: bool = False
 
     @classmethod
     def fail(cls, kind: FailureKind, retry_after: float | None = None) -> HubFault:
@@ -182,6 +207,7 @@ class HubFault:
 class _Stream:
     offset: int
     total_size: int | None
+    validator: str | None
     _body: bytes
     _chunk: int
     _on_chunk: Callable[[int], None]
@@ -210,16 +236,28 @@ class FakeHub:
     bytes_served: Counter[str] = attrs.field(factory=Counter)
     streaming: Counter[str] = attrs.field(factory=Counter)
     most_at_once: Counter[str] = attrs.field(factory=Counter)
+    #: The validator (an ETag) each product is served with; ``None`` serves none.
+    validators: dict[str, str | None] = attrs.field(factory=dict)
+    #: (granule id, offset asked, validator sent) of every product request, in order.
+    requests: list[tuple[str, int, str | None]] = attrs.field(factory=list)
+    #: The deadline every call was given, in order.
+    deadlines: list[float | None] = attrs.field(factory=list)
+    _versions: Counter[str] = attrs.field(factory=Counter)
 
-    def add(self, granule_id: str, content: bytes) -> None:
-        """Publish a product and its true checksum."""
+    def add(self, granule_id: str, content: bytes, *, validator: bool = True) -> None:
+        """Publish a product and its true checksum, with an ETag unless ``validator`` is false."""
         self.products[granule_id] = content
         self.published[granule_id] = md5(content)
+        self._versions[granule_id] += 1
+        self.validators[granule_id] = f'"{granule_id}-v{self._versions[granule_id]}"' if validator else None
 
-    def checksum(self, granule_id: str) -> str:
+    def checksum(self, granule_id: str, *, deadline: float | None = None) -> str:
         """The published MD5, or the scripted fault."""
         self.crashes.tick("hub.checksum")
+        self.deadlines.append(deadline)
         fault = self._next(self.checksum_faults, granule_id)
+        if fault and fault.out_of_time:
+            raise DeadlineExceeded("checksum: deadline passed")
         if fault and fault.error:
             raise fault.error
         if granule_id not in self.published:
@@ -229,10 +267,21 @@ class FakeHub:
         return self.published[granule_id]
 
     @contextmanager
-    def open_product(self, request: DownloadRequest, offset: int) -> Iterator[ProductStream]:
-        """Serve the product from ``offset`` (or 0 if the script says Range is ignored)."""
+    def open_product(
+        self,
+        request: DownloadRequest,
+        offset: int,
+        *,
+        validator: str | None = None,
+        deadline: float | None = None,
+    ) -> Iterator[ProductStream]:
+        """Serve from ``offset``, or from 0 when ``validator`` is not the current one (If-Range)."""
         self.crashes.tick("hub.open_product")
+        self.deadlines.append(deadline)
+        self.requests.append((request.id, offset, validator))
         fault = self._next(self.download_faults, request.id)
+        if fault and fault.out_of_time:
+            raise DeadlineExceeded("product: deadline passed")
         if fault and fault.error:
             raise fault.error
         content = self.products.get(request.id)
@@ -240,7 +289,10 @@ class FakeHub:
             raise HubError(FailureKind.NOT_FOUND, f"no product {request.id}")
         if fault and fault.corrupt:
             content = bytes(b ^ 0xFF for b in content)
-        start = 0 if (fault and fault.ignore_range) else min(offset, len(content))
+        current = self.validators.get(request.id)
+        # If-Range: a range only while the validator still names the product served now.
+        changed = validator is not None and validator != current
+        start = 0 if (changed or (fault and fault.ignore_range)) else min(offset, len(content))
         body = content[start:]
         cut: HubError | None = None
         if fault and fault.short_by:
@@ -257,7 +309,7 @@ class FakeHub:
         self.streaming[request.id] += 1
         self.most_at_once[request.id] = max(self.most_at_once[request.id], self.streaming[request.id])
         try:
-            yield _Stream(start, len(content), body, self.chunk_size, on_chunk, cut)
+            yield _Stream(start, len(content), current, body, self.chunk_size, on_chunk, cut)
         finally:
             self.streaming[request.id] -= 1
 
@@ -275,6 +327,16 @@ class _FakePartial:
     @property
     def size(self) -> int:
         return len(self.store.partials[self.key])
+
+    @property
+    def validator(self) -> str | None:
+        return self.store.validators.get(self.key)
+
+    def set_validator(self, validator: str | None) -> None:
+        if validator is None:
+            self.store.validators.pop(self.key, None)
+        else:
+            self.store.validators[self.key] = validator
 
     def write(self, chunk: bytes) -> None:
         self.store.crashes.tick("files.write")
@@ -294,6 +356,7 @@ class InMemoryFiles:
 
     finals: dict[FileKey, bytes] = attrs.field(factory=dict)
     partials: dict[FileKey, bytearray] = attrs.field(factory=dict)
+    validators: dict[FileKey, str] = attrs.field(factory=dict)
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     open_partials: Counter[FileKey] = attrs.field(factory=Counter)
 
@@ -308,6 +371,7 @@ class InMemoryFiles:
         self.crashes.tick("files.remove")
         self.finals.pop(key, None)
         self.partials.pop(key, None)
+        self.validators.pop(key, None)
 
     @contextmanager
     def open_partial(self, key: FileKey) -> Iterator[Partial]:
@@ -327,11 +391,13 @@ class InMemoryFiles:
         """Move the partial to the final path."""
         self.crashes.tick("files.promote")
         self.finals[key] = bytes(self.partials.pop(key))
+        self.validators.pop(key, None)
 
     def discard_partial(self, key: FileKey) -> None:
         """Drop the partial."""
         self.crashes.tick("files.discard_partial")
         self.partials.pop(key, None)
+        self.validators.pop(key, None)
 
 
 @attrs.define
@@ -347,12 +413,13 @@ class FakeUploadQueue:
         self.sent.append((granule_id, filename))
 
 
-def _check_protocols(
+def _check_protocols(  # noqa: PLR0917 - one argument per port
     store: InMemoryGranuleStore,
     hub: FakeHub,
     files: InMemoryFiles,
     uploads: FakeUploadQueue,
     clock: FakeClock,
-) -> tuple[GranuleStore, Hub, Files, UploadQueue, Clock]:
+    cancellation: FakeCancellation,
+) -> tuple[GranuleStore, Hub, Files, UploadQueue, Clock, Cancellation]:
     """Never called: mypy checks each fake against its Protocol here."""
-    return store, hub, files, uploads, clock
+    return store, hub, files, uploads, clock, cancellation

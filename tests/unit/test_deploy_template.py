@@ -233,7 +233,7 @@ def iam_problems(template: Template) -> list[str]:
 
 
 def function_problems(template: Template) -> list[str]:
-    """The function runs the contract's handler on Python 3.11."""
+    """The function runs the documented handler on Python 3.11."""
     functions = _resources(template, "AWS::Serverless::Function")
     if len(functions) != 1:
         return [f"expected one function, found {len(functions)}"]

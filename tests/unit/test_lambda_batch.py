@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Sequence
 
 import attrs
+import pytest
 
+from s2_downloader.adapters.urls import check_url
 from s2_downloader.domain import Defer, Done, Failed, Reject, RetryLater, State
-from s2_downloader.domain.errors import FailureKind
-from s2_downloader.entrypoints.dispatch import Delete, HandBack, LeaveForRedrive, Resend, action_for
-from s2_downloader.entrypoints.lambda_handler import process_batch
+from s2_downloader.domain.errors import BadRequest, FailureKind, StoreError
+from s2_downloader.entrypoints.dispatch import (
+    Delete,
+    HandBack,
+    LeaveForRedrive,
+    Outage,
+    Resend,
+    Unavailable,
+    action_for,
+)
+from s2_downloader.entrypoints.lambda_handler import _Deadline, process_batch
+from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS
 from tests.unit.fakes import HubFault
 from tests.unit.world import HUB, World
 
-ORIGINS = {("https", "hub.test", 443)}
+
+def on_hub(url: str) -> None:
+    """The hub rule of these tests: the URL rules, and the origin of the fake hub."""
+    if check_url(url) != ("https", "hub.test", 443):
+        msg = f"{url[:80]!r} is not on the hub"
+        raise BadRequest(msg)
 
 
 @attrs.define
@@ -22,9 +41,16 @@ class Requeue:
 
     sent: list[tuple[str, int]] = attrs.field(factory=list)
 
+    batches: int = 0
+
     def send(self, body: str, delay_seconds: int = 0) -> str:
         self.sent.append((body, delay_seconds))
         return f"m{len(self.sent)}"
+
+    def send_batch(self, entries: Sequence[tuple[str, int]]) -> list[bool]:
+        self.batches += 1
+        self.sent += entries
+        return [True] * len(entries)
 
 
 @attrs.define
@@ -63,6 +89,7 @@ def test_outcomes_map_to_queue_actions() -> None:
         action_for(Defer(delay_seconds=0, reason="cancelled")),
         action_for(Failed(reason="")),
         action_for(Reject(reason="")),
+        action_for(Unavailable(reason=""), outage_delay=30),
     ]
     expected = [
         Delete(),
@@ -71,6 +98,7 @@ def test_outcomes_map_to_queue_actions() -> None:
         HandBack(),
         LeaveForRedrive(),
         LeaveForRedrive(),
+        Resend(delay_seconds=30),
     ]
     assert expected == actions
 
@@ -90,7 +118,7 @@ def test_a_mixed_batch_reports_only_what_must_come_back() -> None:
             _record("4", _body("good")),
         ]
     }
-    response = process_batch(event, Context(), ports=world.ports(), requeue=requeue, allowed_origins=ORIGINS)
+    response = process_batch(event, Context(), ports=world.ports(), requeue=requeue, check_url=on_hub)
     assert {"batchItemFailures": [{"itemIdentifier": "3"}]} == response
     assert [(_body("slow"), 30)] == requeue.sent
     assert [("good", "good.zip")] == world.uploads.sent
@@ -103,9 +131,7 @@ def test_every_record_failing_is_every_record_reported() -> None:
         world.add(name, b"content")
         world.hub.download_faults[name] = [HubFault(corrupt=True)]
     event = {"Records": [_record("1", _body("a")), _record("2", _body("b"))]}
-    response = process_batch(
-        event, Context(), ports=world.ports(), requeue=Requeue(), allowed_origins=ORIGINS
-    )
+    response = process_batch(event, Context(), ports=world.ports(), requeue=Requeue(), check_url=on_hub)
     assert {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]} == response
 
 
@@ -117,10 +143,10 @@ def test_records_that_cannot_finish_in_time_are_handed_back_uncounted() -> None:
     event = {"Records": [_record("1", _body("a")), _record("2", _body("b"))]}
     requeue = Requeue()
     response = process_batch(
-        event, Context(remaining_ms=10_000), ports=world.ports(), requeue=requeue, allowed_origins=ORIGINS
+        event, Context(remaining_ms=10_000), ports=world.ports(), requeue=requeue, check_url=on_hub
     )
     assert {"batchItemFailures": []} == response
-    assert [(_body("a"), 0), (_body("b"), 0)] == requeue.sent
+    assert ([(_body("a"), 0), (_body("b"), 0)], 1) == (requeue.sent, requeue.batches)
     assert [0, 0] == [world.store.granules[g].download_retries for g in ("a", "b")]
 
 
@@ -135,9 +161,84 @@ def test_a_record_running_out_of_time_mid_transfer_releases_its_granule() -> Non
         context,
         ports=world.ports(),
         requeue=requeue,
-        allowed_origins=ORIGINS,
+        check_url=on_hub,
+        margin_seconds=20,
     )
     granule = world.store.granules["a"]
     assert {"batchItemFailures": []} == response
     assert [(_body("a"), 0)] == requeue.sent
     assert (State.PENDING, 0, None) == (granule.state, granule.download_retries, granule.lease)
+
+
+def test_the_deadline_is_the_remaining_time_less_the_margin() -> None:
+    """Hub calls are given the instant the invocation ends, less the stop margin."""
+    deadline = _Deadline(lambda: 300_000, 130.0)
+    before = time.monotonic()
+    at = deadline.deadline()
+    assert before + 170 <= at <= time.monotonic() + 170
+
+
+def test_the_stop_margin_outlasts_a_database_statement_and_two_queue_calls() -> None:
+    """The margin covers the steps a deadline does not bound: one statement (with the pool wait),
+    re-adding the current record and re-adding the rest in one call."""
+    assert 130.0 == LAMBDA_STOP_MARGIN_SECONDS
+
+
+@attrs.define
+class DownStore:
+    """A granule store that is down: every call raises StoreError, as with PostgreSQL stopped."""
+
+    calls: int = 0
+
+    def claim(self, *args: object) -> None:
+        self.calls += 1
+        raise StoreError("granule store: claim failed: connection refused")
+
+    def heartbeat(self, *args: object) -> bool:
+        raise StoreError("down")
+
+    def record(self, *args: object) -> None:
+        raise StoreError("down")
+
+    def release(self, *args: object) -> bool:
+        raise StoreError("down")
+
+
+def test_a_database_outage_hands_the_batch_back_uncounted_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the store down, the first record is re-sent with a delay, the rest untried in one call,
+    none named as failures; two invocations log one outage, and a later success ends it."""
+    world = World()
+    for name in ("a", "b", "c"):
+        world.add(name, b"content")
+    down = DownStore()
+    outage = Outage("granule store")
+    event = {"Records": [_record(str(i), _body(n)) for i, n in enumerate(("a", "b", "c"))]}
+    requeue = Requeue()
+    with caplog.at_level(logging.INFO):
+        first = process_batch(
+            event,
+            Context(),
+            ports=world.ports(granules=down),
+            requeue=requeue,
+            check_url=on_hub,
+            outage=outage,
+        )
+        second = process_batch(
+            event,
+            Context(),
+            ports=world.ports(granules=down),
+            requeue=requeue,
+            check_url=on_hub,
+            outage=outage,
+        )
+        third = process_batch(
+            event, Context(), ports=world.ports(), requeue=Requeue(), check_url=on_hub, outage=outage
+        )
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert [{"batchItemFailures": []}] * 3 == [first, second, third]
+    assert (2, 6, 2) == (down.calls, len(requeue.sent), requeue.batches)
+    assert all(delay >= 10 for _, delay in requeue.sent)
+    assert (1, 1) == (events.count("outage_started"), events.count("outage_ended"))
+    assert {State.VERIFIED} == {world.store.granules[n].state for n in ("a", "b", "c")}

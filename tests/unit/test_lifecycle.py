@@ -31,7 +31,8 @@ def _model(granule: Granule, event: lifecycle.Event) -> Granule | None:
             if not (free or expired):
                 return None
             lease = Lease(owner=event.owner, expires_at=now + dt.timedelta(seconds=seconds))
-            return attrs.evolve(granule, state=State.CLAIMED, lease=lease)
+            first = granule.first_attempt_at or now
+            return attrs.evolve(granule, state=State.CLAIMED, lease=lease, first_attempt_at=first)
         case lifecycle.StartDownload():
             return attrs.evolve(granule, state=State.DOWNLOADING) if s is State.CLAIMED and mine else None
         case lifecycle.Heartbeat(now=now, lease_seconds=seconds):
@@ -62,6 +63,10 @@ def _model(granule: Granule, event: lifecycle.Event) -> Granule | None:
             if not (leased and mine):
                 return None
             return attrs.evolve(granule, state=State.RETRYING, lease=None, last_error=error)
+        case lifecycle.Abandon(error=error):
+            if not (leased and mine):
+                return None
+            return attrs.evolve(granule, state=State.FAILED, lease=None, last_error=error)
         case lifecycle.Release():
             return attrs.evolve(granule, state=State.PENDING, lease=None) if leased and mine else None
         case lifecycle.MarkUploadSent():
@@ -81,6 +86,7 @@ def _events(now: dt.datetime) -> list[lifecycle.Event]:
             lifecycle.Exhaust(owner=owner, error="mismatch"),
             lifecycle.GiveUp(owner=owner, error="budget"),
             lifecycle.Postpone(owner=owner, error="503"),
+            lifecycle.Abandon(owner=owner, error="503 for two days"),
             lifecycle.Release(owner=owner),
         ]
     return events
@@ -88,9 +94,12 @@ def _events(now: dt.datetime) -> list[lifecycle.Event]:
 
 def _granules() -> list[Granule]:
     leases = [None, Lease(owner="w1", expires_at=T0 + dt.timedelta(seconds=30))]
+    firsts = [None, T0 - dt.timedelta(days=1)]
     return [
-        Granule(id="g", filename="f.zip", state=state, lease=lease, download_retries=2)
-        for state, lease in itertools.product(State, leases)
+        Granule(
+            id="g", filename="f.zip", state=state, lease=lease, download_retries=2, first_attempt_at=first
+        )
+        for state, lease, first in itertools.product(State, leases, firsts)
     ]
 
 
@@ -141,6 +150,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.granule = Granule(id="g", filename="f.zip")
         self.now = T0
         self.terminal_seen: State | None = None
+        self.first_attempt_seen: dt.datetime | None = None
 
     def _step(self, event: lifecycle.Event) -> None:
         expected = _model(self.granule, event)
@@ -176,13 +186,25 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(
         owner=st.sampled_from(OWNERS),
         kind=st.sampled_from(
-            [lifecycle.CountFailure, lifecycle.Exhaust, lifecycle.GiveUp, lifecycle.Postpone]
+            [
+                lifecycle.CountFailure,
+                lifecycle.Exhaust,
+                lifecycle.GiveUp,
+                lifecycle.Postpone,
+                lifecycle.Abandon,
+            ]
         ),
     )
     def fail(
         self,
         owner: str,
-        kind: type[lifecycle.CountFailure | lifecycle.Exhaust | lifecycle.GiveUp | lifecycle.Postpone],
+        kind: type[
+            lifecycle.CountFailure
+            | lifecycle.Exhaust
+            | lifecycle.GiveUp
+            | lifecycle.Postpone
+            | lifecycle.Abandon
+        ],
     ) -> None:
         self._step(kind(owner=owner, error="boom"))
 
@@ -202,8 +224,38 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.terminal_seen = self.granule.state
 
     @invariant()
+    def the_first_attempt_is_kept_once_a_claim_set_it(self) -> None:
+        if self.first_attempt_seen is not None:
+            assert self.first_attempt_seen == self.granule.first_attempt_at
+        self.first_attempt_seen = self.granule.first_attempt_at
+
+    @invariant()
     def a_lease_exists_exactly_while_claimed_or_downloading(self) -> None:
         assert (self.granule.lease is not None) == (self.granule.state in (State.CLAIMED, State.DOWNLOADING))
 
 
 TestLifecycleMachine = LifecycleMachine.TestCase
+
+
+def test_the_first_claim_starts_the_deferral_budget_and_later_claims_keep_it() -> None:
+    """GIVEN a claim at T0, a postponement and a claim a day later THEN first_attempt_at stays T0."""
+    first = lifecycle.apply(
+        Granule(id="g", filename="f"), lifecycle.Claim(owner="w1", now=T0, lease_seconds=60)
+    )
+    postponed = lifecycle.apply(first, lifecycle.Postpone(owner="w1", error="503"))
+    later = T0 + dt.timedelta(days=1)
+    again = lifecycle.apply(postponed, lifecycle.Claim(owner="w2", now=later, lease_seconds=60))
+    assert (T0, T0) == (first.first_attempt_at, again.first_attempt_at)
+
+
+def test_abandon_fails_a_granule_from_claimed_or_downloading_for_its_holder_only() -> None:
+    """Abandon is the lease holder's, from either leased state, and leaves the reason in last_error."""
+    claimed = lifecycle.apply(
+        Granule(id="g", filename="f"), lifecycle.Claim(owner="w1", now=T0, lease_seconds=60)
+    )
+    downloading = lifecycle.apply(claimed, lifecycle.StartDownload(owner="w1"))
+    for granule in (claimed, downloading):
+        with pytest.raises(InvalidTransition):
+            lifecycle.apply(granule, lifecycle.Abandon(owner="w2", error="503"))
+        failed = lifecycle.apply(granule, lifecycle.Abandon(owner="w1", error="server_error: 503"))
+        assert (State.FAILED, None, "server_error: 503") == (failed.state, failed.lease, failed.last_error)

@@ -152,7 +152,7 @@ EVENTS: list[tuple[str, Callable[[Metrics], None], dict[str, tuple[str, float]],
 def test_each_event_is_one_valid_emf_record(
     call: Callable[[Metrics], None], expected: dict[str, tuple[str, float]], dimensions: list[list[str]]
 ) -> None:
-    """Each call writes one line: a valid EMF record with the contract's names, units and dimensions."""
+    """Each call writes one line: a valid EMF record with the documented names, units and dimensions."""
     stream = io.StringIO()
     call(_metrics(stream))
 

@@ -8,12 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from s2_downloader.adapters.urls import check_url
 from s2_downloader.adapters.wire import parse_download_message, upload_message
 from s2_downloader.domain.errors import BadRequest
-from s2_downloader.domain.request import DownloadRequest, origin_of
+from s2_downloader.domain.request import DownloadRequest
 
-ORIGINS = {("https", "scihub.copernicus.eu", 443)}
 URL = "https://scihub.copernicus.eu/dhus/odata/v1/Products('abc')/$value"
+
+
+def on_hub(url: str) -> None:
+    """The test's hub rule: the URL rules, and the origin of the hub at scihub.copernicus.eu."""
+    if check_url(url) != ("https", "scihub.copernicus.eu", 443):
+        msg = f"download_url {url[:120]!r} is outside the configured hub origin"
+        raise BadRequest(msg)
 
 
 def _body(**fields: object) -> str:
@@ -24,7 +31,7 @@ def _body(**fields: object) -> str:
 
 def test_a_good_message_becomes_a_request() -> None:
     """A well-formed message with an upper-case checksum and an unknown key parses."""
-    request = parse_download_message(_body(checksum="AB" * 16, extra=1), ORIGINS)
+    request = parse_download_message(_body(checksum="AB" * 16, extra=1), on_hub)
     assert DownloadRequest(id="abc", filename="S2A_X.zip", download_url=URL, checksum="ab" * 16) == request
 
 
@@ -32,6 +39,12 @@ def test_a_good_message_becomes_a_request() -> None:
     ("body", "reason"),
     [
         ("not json", "body is not JSON"),
+        ("", "body is not JSON"),
+        ("[" * 40 + "]" * 40, "nested 40 levels deep"),
+        ('{"id": ' + "9" * 5000 + "}", "a number of 5000 characters"),
+        ('{"id": NaN}', "NaN is not a JSON value"),
+        ('{"id": "a", "id": "b"}', "repeats the key 'id'"),
+        ('{"pad": "' + "x" * 70_000 + '"}', "more than 65536 bytes"),
         ("[1, 2]", "body is a JSON list, not an object"),
         ('"abc"', "body is a JSON str, not an object"),
         (_body(id=...), "required field missing @ body.id"),
@@ -59,21 +72,30 @@ def test_a_good_message_becomes_a_request() -> None:
         (_body(download_url="https://evil.example/x"), "outside the configured hub origin"),
         (_body(download_url="http://scihub.copernicus.eu/x"), "outside the configured hub origin"),
         (_body(download_url="https://scihub.copernicus.eu:8443/x"), "outside the configured hub origin"),
-        (_body(download_url="file:///etc/passwd"), "not an absolute http(s) URL"),
-        (_body(download_url="https://scihub.copernicus.eu:99999/x"), "malformed URL"),
-        (_body(checksum="xyz"), "not 32 hex digits"),
+        (_body(download_url="file:///etc/passwd"), "refused"),
+        (_body(download_url="https://scihub.copernicus.eu:99999/x"), "refused"),
+        (_body(download_url="https://evil.example\\@scihub.copernicus.eu/x"), "refused"),
+        (_body(download_url="https://u@scihub.copernicus.eu/x"), "refused"),
+        (_body(download_url=5), "expected str @ body.download_url"),
     ],
 )
 def test_bad_input_is_rejected_with_its_reason(body: str, reason: str) -> None:
-    """Each rule of CONTRACT sections 3 and 4 has its own rejection reason."""
+    """Each rule of the message format has its own rejection reason."""
     with pytest.raises(BadRequest) as caught:
-        parse_download_message(body, ORIGINS)
+        parse_download_message(body, on_hub)
     assert reason in caught.value.reason
 
 
-def test_default_ports_are_part_of_the_origin() -> None:
-    """An explicit default port is the same origin as none."""
-    assert origin_of("https://Hub.Example:443/a") == origin_of("https://hub.example/b")
+@pytest.mark.parametrize("checksum", ["xyz", "ab" * 15, "ab" * 17, "g" * 32, ""])
+def test_a_checksum_that_is_not_32_hex_digits_is_ignored(checksum: str) -> None:
+    """A malformed checksum is dropped (the hub's is fetched), not a reason to refuse the message."""
+    assert None is parse_download_message(_body(checksum=checksum), on_hub).checksum
+
+
+def test_an_explicit_default_port_is_the_hub_origin() -> None:
+    """An explicit default port names the same origin as none."""
+    url = "https://SciHub.Copernicus.EU:443/dhus/x"
+    assert url == parse_download_message(_body(download_url=url), on_hub).download_url
 
 
 @given(st.text(min_size=1, max_size=300))
@@ -81,7 +103,7 @@ def test_any_accepted_id_and_filename_is_one_safe_path_component(text: str) -> N
     """Whatever text is offered, an accepted id or filename never navigates the file system."""
     try:
         request = DownloadRequest.create(
-            id=text, filename=text, download_url=URL, checksum=None, allowed_origins=ORIGINS
+            id=text, filename=text, download_url=URL, checksum=None, check_url=on_hub
         )
     except BadRequest:
         return
@@ -93,5 +115,5 @@ def test_any_accepted_id_and_filename_is_one_safe_path_component(text: str) -> N
 
 
 def test_upload_message_carries_id_and_filename() -> None:
-    """The TO_UPLOAD body is the contract's JSON object."""
+    """The TO_UPLOAD body is the documented JSON object."""
     assert {"id": "abc", "filename": "f.zip"} == json.loads(upload_message("abc", "f.zip"))

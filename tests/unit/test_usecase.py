@@ -10,7 +10,7 @@ import pytest
 from s2_downloader.domain import Defer, Done, Failed, RetryLater, State
 from s2_downloader.domain.errors import FailureKind
 from s2_downloader.domain.granule import Lease
-from tests.unit.fakes import Crash, HubFault, md5
+from tests.unit.fakes import Crash, FakeCancellation, HubFault, md5
 from tests.unit.world import World
 
 PRODUCT = b"0123456789abcdef" * 8
@@ -223,11 +223,9 @@ def test_cancellation_releases_the_granule_and_keeps_the_partial(world: World) -
     """A shutdown mid-transfer hands the granule back at once, its partial kept for a resume."""
     request = world.add("g1", PRODUCT)
 
-    class Now:
-        def is_set(self) -> bool:
-            return True
+    outcome = world.handle(request, cancellation=FakeCancellation(stop=True))
 
-    assert Defer(delay_seconds=0, reason="cancelled") == world.handle(request, cancellation=Now())
+    assert Defer(delay_seconds=0, reason="cancelled") == outcome
     granule = world.store.granules["g1"]
     assert (State.PENDING, None) == (granule.state, granule.lease)
     assert 4 == len(world.files.partials[world.key("g1")])

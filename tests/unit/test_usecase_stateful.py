@@ -16,6 +16,10 @@ from tests.unit.world import World
 
 IDS = ("g0", "g1", "g2")
 MAX_RETRIES = 2
+#: Short, so that examples reach it: a few steps of time passing spend it.
+MAX_DEFER_SECONDS = 3000.0
+#: Deferrals that are not the hub's answer about the product, and so never end by the budget.
+_NOT_HUB_DEFERRALS = ("cancelled", "out of time", "lease lost", "held by ", "unauthorized")
 
 _FAULTS = st.sampled_from(
     [
@@ -28,6 +32,7 @@ _FAULTS = st.sampled_from(
         HubFault.fail(FailureKind.NOT_FOUND),
         HubFault.fail(FailureKind.UNAUTHORIZED),
         HubFault.fail(FailureKind.TRANSFER_INTERRUPTED),
+        HubFault(out_of_time=True),
     ]
 )
 
@@ -47,7 +52,7 @@ class UseCaseMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.world = World(max_retries=MAX_RETRIES, lease_seconds=600)
+        self.world = World(max_retries=MAX_RETRIES, lease_seconds=600, max_defer_seconds=MAX_DEFER_SECONDS)
         self.queue: dict[int, Message] = {}
         self.dead_letters: list[Message] = []
         self.numbers = itertools.count()
@@ -121,6 +126,20 @@ class UseCaseMachine(RuleBasedStateMachine):
     def hub_misbehaves(self, granule_id: str, fault: HubFault) -> None:
         self.world.hub.download_faults.setdefault(granule_id, []).append(fault)
 
+    @rule(
+        granule_id=st.sampled_from(IDS), kind=st.sampled_from([FailureKind.SERVER_ERROR, FailureKind.OFFLINE])
+    )
+    def hub_answers_the_same_error_for_a_long_time(self, granule_id: str, kind: FailureKind) -> None:
+        self.world.hub.download_faults.setdefault(granule_id, []).extend([HubFault.fail(kind)] * 8)
+
+    @rule(granule_id=st.sampled_from(IDS))
+    def hub_replaces_the_product(self, granule_id: str) -> None:
+        granule = self.world.store.granules.get(granule_id)
+        if granule is not None and granule.state is State.VERIFIED:
+            return  # a verified product stays as it was verified
+        self.contents[granule_id] = self.contents[granule_id][::-1] + b"v2"
+        self.world.hub.add(granule_id, self.contents[granule_id])
+
     @rule(granule_id=st.sampled_from(IDS))
     def hub_publishes_a_wrong_checksum(self, granule_id: str) -> None:
         self.world.hub.checksum_faults.setdefault(granule_id, []).append(HubFault(wrong_checksum=True))
@@ -134,11 +153,17 @@ class UseCaseMachine(RuleBasedStateMachine):
         if key not in self.world.files.finals:
             self.world.files.finals[key] = junk
 
-    @rule(seconds=st.sampled_from([1, 60, 601, 900]))
+    @rule(seconds=st.sampled_from([1, 60, 601, 900, 3000]))
     def time_passes(self, seconds: int) -> None:
         self.world.clock.advance(seconds)
 
     def _settle(self, message: Message, outcome: Outcome) -> None:
+        if isinstance(outcome, Defer) and not outcome.reason.startswith(_NOT_HUB_DEFERRALS):
+            # Deferred by the hub (or a partial in use): only within the budget.
+            granule = self.world.store.granules[message.request.id]
+            assert granule.first_attempt_at is not None
+            deferred_for = (self.world.clock.now() - granule.first_attempt_at).total_seconds()
+            assert deferred_for < MAX_DEFER_SECONDS, (outcome, deferred_for)
         match outcome:
             case Done():
                 del self.queue[message.number]

@@ -34,6 +34,7 @@ class World:
     clock: FakeClock = attrs.field(factory=FakeClock)
     max_retries: int = 3
     lease_seconds: float = 900.0
+    max_defer_seconds: float = 172800.0
     store: InMemoryGranuleStore = attrs.field(init=False)
     hub: FakeHub = attrs.field(init=False)
     files: InMemoryFiles = attrs.field(init=False)
@@ -54,7 +55,12 @@ class World:
             files=self.files,
             uploads=self.uploads,
             clock=self.clock,
-            policy=RetryPolicy(max_retries=self.max_retries, base_delay=60, random=lambda: 0.5),
+            policy=RetryPolicy(
+                max_retries=self.max_retries,
+                base_delay=60,
+                max_defer_seconds=self.max_defer_seconds,
+                random=lambda: 0.5,
+            ),
             new_owner=lambda: f"worker-{next(self._owners)}",
             lease_seconds=self.lease_seconds,
         )

@@ -1,13 +1,24 @@
 """The file store on the EFS mount: final products and resumable partial files.
 
 A verified product lives at ``<mount>/<granule_id>/<filename>``. Data in progress
-lives next to it as ``.<filename>.partial``: the contract forbids filenames that
+lives next to it as ``.<filename>.partial``: docs/interface.md forbids filenames that
 start with ``.``, so no final file can ever have a partial's name, and a leftover
 partial can never be served as a product. (When ``.<filename>.partial`` would pass
 the 255-byte name limit, the partial is named after a SHA-256 of the filename.)
 
+The validator of the response a partial's bytes came from (an ETag or Last-Modified,
+sent back as ``If-Range`` on resume) lives in a small sidecar, ``..<filename>.partial``:
+no final name and no partial name can start with two dots, and ending like a partial it
+is swept with them. A sidecar rather than an extended attribute because EFS speaks NFS
+4.0/4.1, which has no extended attributes. It is written before the partial's first byte,
+atomically (a temporary ``...<filename>.partial`` renamed over it), and removed with the
+partial, so it always describes the bytes held.
+
+``promote`` renames the file that was hashed, not merely whatever the partial's path
+names by then: it checks that the open descriptor's inode is the path's inode first.
+
 Paths are checked again here, whatever the caller validated: the id and filename
-must pass the contract's rules, the granule directory must resolve to a direct child
+must pass the documented rules, the granule directory must resolve to a direct child
 of the resolved mount (a symlinked id directory pointing elsewhere is refused), and
 files are opened with ``O_NOFOLLOW`` so a symlink planted at a file's name is
 refused too. The mount itself is never created: a missing mount means EFS is not
@@ -57,10 +68,14 @@ _BACKGROUND_HASH_FROM: Final = 1024 * 1024
 #: of MD5 a little, few enough that memory stays flat (a chunk is normally 1 MiB).
 _HASH_BACKLOG: Final = 4
 _NAME_MAX: Final = 255
+#: A validator is an ETag or an HTTP date: short, printable ASCII. Anything else in a
+#: sidecar is not ours to send as a header.
+_VALIDATOR_MAX: Final = 1024
 _FILE_MODE: Final = 0o644
 _DIR_MODE: Final = 0o755
 _OPEN_APPEND: Final = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_REPLACE: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def partial_name(filename: str) -> str:
@@ -69,6 +84,18 @@ def partial_name(filename: str) -> str:
     if len(os.fsencode(name)) <= _NAME_MAX:
         return name
     return f".{hashlib.sha256(os.fsencode(filename)).hexdigest()}{PARTIAL_SUFFIX}"
+
+
+def _sidecar_names(filename: str) -> tuple[str, str]:
+    """The validator sidecar of ``filename``'s partial and the temporary name it is written under."""
+    stem = filename
+    if len(os.fsencode(f"...{filename}{PARTIAL_SUFFIX}")) > _NAME_MAX:
+        stem = hashlib.sha256(os.fsencode(filename)).hexdigest()
+    return f"..{stem}{PARTIAL_SUFFIX}", f"...{stem}{PARTIAL_SUFFIX}"
+
+
+def _valid_validator(text: str) -> bool:
+    return 0 < len(text) <= _VALIDATOR_MAX and all(" " <= c <= "~" for c in text)
 
 
 def _is_partial_name(name: str) -> bool:
@@ -101,6 +128,34 @@ def _hash_fd(fd: int, digest: hashlib._Hash) -> int:
         digest.update(view[:n])
         offset += n
     return offset
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if not written:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+
+
+def _read_validator(path: Path) -> str | None:
+    """The validator in the sidecar at ``path``; ``None`` when there is none or it is not one."""
+    try:
+        fd = os.open(path, _OPEN_READ)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, _VALIDATOR_MAX + 1)
+        # Kept as fresh as its partial, so a sweep by age never takes it from a live one.
+        os.utime(fd)
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if _valid_validator(text) else None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -168,12 +223,49 @@ class EfsPartial:
     _file: io.FileIO = attrs.field(repr=False)
     _md5: hashlib._Hash = attrs.field(repr=False)
     _size: int = 0
+    #: The validator sidecar, and the temporary name it is written under.
+    sidecar: Path | None = None
+    _sidecar_temporary: Path | None = attrs.field(default=None, repr=False)
+    _validator: str | None = None
     _background: _BackgroundMd5 | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def size(self) -> int:
         """Bytes held so far."""
         return self._size
+
+    @property
+    def validator(self) -> str | None:
+        """The validator stored with the held bytes (read from the sidecar at open), or ``None``."""
+        return self._validator
+
+    def set_validator(self, validator: str | None) -> None:
+        """Store ``validator`` for the bytes about to be written (atomically), or remove it for ``None``."""
+        sidecar, temporary = self.sidecar, self._sidecar_temporary
+        if sidecar is None or temporary is None:
+            self._validator = validator  # a partial opened without a store keeps it in memory only
+            return
+        try:
+            if validator is None or not _valid_validator(validator):
+                sidecar.unlink(missing_ok=True)
+                self._validator = None
+                return
+            fd = os.open(temporary, _OPEN_REPLACE, _FILE_MODE)
+            try:
+                _write_all(fd, validator.encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, sidecar)
+            # Durable before the partial's first byte is, so it never describes other bytes.
+            _fsync_dir(sidecar.parent)
+        except OSError as exc:
+            raise _error("store the validator beside", self.path, exc) from exc
+        self._validator = validator
+
+    def fileno(self) -> int:
+        """The descriptor of the open partial: the file that is hashed."""
+        return self._file.fileno()
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk`` and hash it."""
@@ -251,6 +343,9 @@ class EfsFileStore:
     """Products and partial files under ``mount`` (the ``Files`` port: final and partial files)."""
 
     mount: Path = attrs.field(converter=Path)
+    #: The partials open through this store, by path: promote needs the descriptor that was hashed.
+    _open: dict[Path, EfsPartial] = attrs.field(factory=dict, init=False, repr=False)
+    _open_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
     # -- paths ----------------------------------------------------------------------
 
@@ -279,6 +374,10 @@ class EfsFileStore:
         """Where the data in progress of ``key`` lives."""
         return self._directory(key) / partial_name(key.filename)
 
+    def sidecar_path(self, key: FileKey) -> Path:
+        """Where the validator of the partial of ``key`` lives."""
+        return self._directory(key) / _sidecar_names(key.filename)[0]
+
     # -- FinalFiles -----------------------------------------------------------------
 
     def final_digest(self, key: FileKey) -> str | None:
@@ -305,7 +404,7 @@ class EfsFileStore:
         """Delete the final file and the partial of ``key``, then the granule directory if empty."""
         directory = self._directory(key)
         self._unlink(directory / key.filename)
-        self._unlink(directory / partial_name(key.filename))
+        self._unlink_partial(directory, key.filename)
         self._remove_if_empty(directory)
 
     # -- PartialFiles ---------------------------------------------------------------
@@ -331,40 +430,69 @@ class EfsFileStore:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise PartialInUse(f"{path} is being written by another attempt") from exc
             raise _error("lock", path, exc) from exc
+        sidecar, temporary = (directory / name for name in _sidecar_names(key.filename))
         try:
             # Resume: the digest must cover the bytes an earlier attempt left.
             digest = _md5()
             size = _hash_fd(fd, digest)
+            validator = _read_validator(sidecar) if size else None
             raw = io.FileIO(fd, "r+", closefd=True)
         except OSError as exc:
             os.close(fd)
             raise _error("read", path, exc) from exc
-        partial = EfsPartial(path, raw, digest, size)
+        partial = EfsPartial(
+            path, raw, digest, size, sidecar=sidecar, sidecar_temporary=temporary, validator=validator
+        )
+        with self._open_lock:
+            self._open[path] = partial
         try:
             yield partial
         finally:
+            with self._open_lock:
+                if self._open.get(path) is partial:
+                    del self._open[path]
             partial.close()
 
     def promote(self, key: FileKey) -> None:
-        """Fsync the partial, rename it onto the final path atomically, fsync the directory."""
+        """Fsync the open partial, rename it onto the final path atomically, fsync the directory.
+
+        Only while the partial is open through this store, and only if its path still
+        names the file that was hashed: otherwise ``PartialInUse`` (another attempt put a
+        file there) or ``FileStoreError``, and nothing is renamed.
+        """
         directory = self._directory(key)
         partial = directory / partial_name(key.filename)
         final = directory / key.filename
+        with self._open_lock:
+            held = self._open.get(partial)
+        if held is None:
+            msg = f"cannot promote {partial}: it is not open here (promote it while it is open)"
+            raise FileStoreError(msg)
         try:
-            fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = held.fileno()
+            os.fsync(fd)
+            hashed = os.fstat(fd)
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                there = os.stat(partial, follow_symlinks=False)
+            except FileNotFoundError:
+                msg = f"cannot promote {partial}: it was removed while being written"
+                raise FileStoreError(msg) from None
+            # The lock is on the inode, not the name: a partial unlinked under us (a sweep,
+            # a remove) may have been recreated by another attempt, whose bytes are not ours.
+            if (hashed.st_dev, hashed.st_ino) != (there.st_dev, there.st_ino):
+                msg = f"{partial} is now another attempt's file, not the one hashed; not promoted"
+                raise PartialInUse(msg)
             os.replace(partial, final)
             _fsync_dir(directory)
         except OSError as exc:
             raise _error("promote", partial, exc) from exc
+        if held.sidecar is not None:
+            self._unlink(held.sidecar)
 
     def discard_partial(self, key: FileKey) -> None:
         """Delete the partial of ``key`` if there is one, then the granule directory if empty."""
         directory = self._directory(key)
-        self._unlink(directory / partial_name(key.filename))
+        self._unlink_partial(directory, key.filename)
         self._remove_if_empty(directory)
 
     # -- housekeeping ---------------------------------------------------------------
@@ -401,6 +529,14 @@ class EfsFileStore:
                 except OSError as exc:
                     raise _error("remove", entry.path, exc) from exc
         return removed
+
+    @classmethod
+    def _unlink_partial(cls, directory: Path, filename: str) -> None:
+        # Partial first: if the sidecar removal then fails, what is left is a sidecar without
+        # a partial, which a fresh partial replaces before its first byte is written.
+        cls._unlink(directory / partial_name(filename))
+        for name in _sidecar_names(filename):
+            cls._unlink(directory / name)
 
     @staticmethod
     def _unlink(path: Path) -> None:

@@ -1,11 +1,10 @@
-"""The DHuS hub (SciHub, IntHub): OData over HTTP Basic auth, CONTRACT section 6."""
+"""The DHuS hub (SciHub, IntHub): OData over HTTP Basic auth (docs/interface.md, "The hub")."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import logging
-import re
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -13,23 +12,22 @@ from typing import Any
 import attrs
 import urllib3
 
-from s2_downloader.adapters.hub_http import DEFAULT_CHUNK_SIZE, HubHttp, Origin
-from s2_downloader.domain.errors import FailureKind, HubError
-from s2_downloader.domain.ports import ProductStream
-from s2_downloader.domain.request import DownloadRequest, origin_of
+from s2_downloader.adapters.hub_http import DEFAULT_CHUNK_SIZE, HubHttp, ProductResponseStream, is_md5
+from s2_downloader.adapters.urls import Origin, check_url, shown
+from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
+from s2_downloader.domain.request import DownloadRequest
 
 __all__ = ["DhusHub"]
 
 _log = logging.getLogger("s2_downloader.hub.dhus")
-_MD5 = re.compile(r"[0-9A-Fa-f]{32}")
-_ACCEPT_JSON = {"Accept": "application/json"}
 
 
 @attrs.frozen
 class _Basic:
     header: str = attrs.field(repr=False)
 
-    def authorization(self) -> str:
+    def authorization(self, *, deadline: float | None = None) -> str:
+        del deadline
         return self.header
 
     def rejected(self, authorization: str) -> bool:
@@ -53,37 +51,60 @@ class DhusHub:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    allowed_origins: frozenset[Origin] = attrs.field(init=False)
+    _origin: Origin = attrs.field(init=False)
     _http: HubHttp = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
-        origin = origin_of(self.base_url)
-        self.allowed_origins = frozenset({origin})
+        self._origin = check_url(self.base_url)
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
         self._http = HubHttp(
             pool=self.pool,
             timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
-            credential_origins=self.allowed_origins,
+            credential_origins=frozenset({self._origin}),
             credentials=_Basic(f"Basic {token}"),
             chunk_size=self.chunk_size,
             log=_log,
         )
 
-    def checksum(self, granule_id: str) -> str:
+    def accepts_download_url(self, url: str) -> None:
+        """Raise ``BadRequest`` unless a request to ``url`` would reach the ``SCIHUB_URL`` origin."""
+        if check_url(url) != self._origin:
+            msg = f"download_url {shown(url)!r} is not on the origin of SCIHUB_URL"
+            raise BadRequest(msg)
+
+    def checksum(self, granule_id: str, *, deadline: float | None = None) -> str:
         """The MD5 DHuS publishes for the product, lowercase hex; raises ``HubError``."""
         key = urllib.parse.quote(granule_id, safe="")
         url = f"{self.base_url}/dhus/odata/v1/Products('{key}')/?$format=json&$select=Checksum"
         response = self._http.request(
-            "GET", url, granule_id=granule_id, headers={"Accept": "application/json"}
+            "GET", url, granule_id=granule_id, headers={"Accept": "application/json"}, deadline=deadline
         )
-        document = self._http.read_json(response, url)
+        document = self._http.read_json(response, url, deadline=deadline)
         return _md5_of(document, granule_id)
 
     @contextlib.contextmanager
-    def open_product(self, request: DownloadRequest, offset: int) -> Iterator[ProductStream]:
-        """Stream ``request.download_url`` from ``offset``; the connection is released on exit."""
-        stream = self._http.open_stream(request.download_url, offset, granule_id=request.id)
+    def open_product(
+        self,
+        request: DownloadRequest,
+        offset: int,
+        *,
+        validator: str | None = None,
+        deadline: float | None = None,
+    ) -> Iterator[ProductResponseStream]:
+        """Stream ``request.download_url`` from ``offset``; the connection is released on exit.
+
+        ``validator`` (an earlier stream's) makes a resume conditional on the product
+        being unchanged; ``deadline`` bounds every blocking step, reads included.
+        """
+        try:
+            # Checked again here, not only when the message was read: credentials follow this URL.
+            self.accepts_download_url(request.download_url)
+        except BadRequest as exc:
+            raise HubError(FailureKind.BAD_RESPONSE, exc.reason) from exc
+        stream = self._http.open_stream(
+            request.download_url, offset, granule_id=request.id, validator=validator, deadline=deadline
+        )
         try:
             yield stream
         finally:
@@ -101,6 +122,6 @@ def _md5_of(document: Any, granule_id: str) -> str:
         raise HubError(
             FailureKind.BAD_RESPONSE, f"DHuS checksum of {granule_id} is not MD5: {algorithm!r:.40}"
         )
-    if not isinstance(value, str) or not _MD5.fullmatch(value):
+    if not is_md5(value):
         raise HubError(FailureKind.BAD_RESPONSE, f"DHuS checksum of {granule_id} is not 32 hex digits")
     return value.lower()

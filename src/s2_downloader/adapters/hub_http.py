@@ -1,8 +1,18 @@
 """HTTP plumbing shared by the hub adapters: requests, redirects, status mapping, streaming.
 
-Everything urllib3 can raise is translated into ``HubError`` here, with the table of
-CONTRACT section 6; the DHuS and CDSE adapters only say where to go and with what
-credentials.
+Everything urllib3 can raise is translated into ``HubError`` (or ``DeadlineExceeded``)
+here, with the table of the hub's answers in docs/interface.md; the DHuS and CDSE
+adapters only say where to go and with what credentials.
+
+Where a request goes is decided by ``check_url`` (urllib3's own parser, held to the URL
+rules), for the first URL and for every redirect ``Location``; credentials are attached
+only when that origin is one of ``credential_origins``.
+
+Deadlines: every public call takes ``deadline``, an absolute ``time.monotonic()``
+instant. Connect and read timeouts are cut to the time left, the socket's timeout is
+re-cut before every read of a body, and bodies read whole (JSON, error text) have an
+overall limit as well, so no blocking step outlives the deadline, however slowly the hub
+trickles.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeGuard
 
 import attrs
 import urllib3
@@ -22,12 +32,13 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
     LocationValueError,
+    NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
 )
 
-from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
-from s2_downloader.domain.request import origin_of
+from s2_downloader.adapters.urls import Origin, check_redirect, check_url, shown
+from s2_downloader.domain.errors import BadRequest, DeadlineExceeded, FailureKind, HubError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -37,8 +48,10 @@ __all__ = [
     "HubHttp",
     "Origin",
     "ProductResponseStream",
+    "is_md5",
     "parse_retry_after",
     "safe_url",
+    "time_left",
 ]
 
 #: One read per chunk; large enough that the per-chunk Python overhead is noise.
@@ -48,35 +61,59 @@ MAX_REDIRECTS = 5
 #: The contract's cap on any back-off, Retry-After included.
 MAX_RETRY_AFTER = 900.0
 
-#: (scheme, host, port), as ``origin_of`` gives it.
-Origin: TypeAlias = tuple[str, str, int]
-
 _log = logging.getLogger("s2_downloader.hub")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Error bodies are read for the operator's benefit only; a body larger than this is
 # not worth draining, so its connection is closed instead.
 _SMALL_BODY = 64 * 1024
+#: Longest an error body or a small body being drained may take: it is only worth a
+#: reused connection or a log line, never an attempt's time.
+_SMALL_BODY_SECONDS = 2.0
 _JSON_LIMIT = 4 * 1024 * 1024
+_CLOCK_SLACK = 0.01
+_READ_PIECE = 64 * 1024
 _SNIPPET = 200
 #: The slowest a transfer may be, per read-timeout window, before it counts as stalled.
 _MIN_BYTES_PER_WINDOW = 64 * 1024
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)", re.IGNORECASE)
-_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
+# ASCII only: str.isdigit and \d accept digits int() refuses (superscripts) or reads
+# unexpectedly (other scripts). 18 digits keep every value inside a 64-bit integer.
+_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
+_CONTENT_RANGE = re.compile(r"bytes[ \t]+([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})", re.IGNORECASE | re.ASCII)
+_UNSATISFIED_RANGE = re.compile(r"bytes[ \t]+\*/([0-9]{1,18})", re.IGNORECASE | re.ASCII)
 _CONCURRENT_FLOWS = re.compile(r"concurrent\s+flow", re.IGNORECASE)
+_MD5 = re.compile(r"[0-9A-Fa-f]{32}", re.ASCII)
+# A strong entity tag (RFC 9110 section 8.8.3), ASCII only: it is stored and sent back.
+_STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e]{0,200}"', re.ASCII)
+_HTTP_DATE = re.compile(r"[\x20-\x7e]{1,64}", re.ASCII)
 _BASE_HEADERS = {"Accept-Encoding": "identity", "User-Agent": "s2-downloader"}
 
 
 class Credentials(Protocol):
     """What a hub authenticates with: a header value, and a say in retrying a 401."""
 
-    def authorization(self) -> str:
+    def authorization(self, *, deadline: float | None = None) -> str:
         """The ``Authorization`` header value to send to a credentialed origin."""
         ...
 
     def rejected(self, authorization: str) -> bool:
         """The hub refused ``authorization``; whether fresh credentials are worth one more try."""
         ...
+
+
+def is_md5(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an MD5 as hubs publish it: 32 hex digits, either case."""
+    return isinstance(value, str) and _MD5.fullmatch(value) is not None
+
+
+def time_left(deadline: float | None, what: str) -> float | None:
+    """Seconds until ``deadline`` (``None``: no deadline); ``DeadlineExceeded`` when none are left."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded(f"out of time before {what}")
+    return left
 
 
 def safe_url(url: str) -> str:
@@ -87,28 +124,30 @@ def safe_url(url: str) -> str:
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
         return "<malformed URL>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:_SNIPPET]
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` value (delta seconds or HTTP-date), capped.
 
     ``now`` is the current POSIX time, used for the HTTP-date form. ``None`` when the
-    header is absent or unreadable.
+    header is absent or unreadable: a bad hint is no hint, never an error.
     """
     if value is None:
         return None
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
-        seconds = float(text)
-    else:
+    if text.isascii() and text.isdigit():
+        # Any number of digits: past the cap it is the cap (int() would refuse 5000 digits).
+        seconds = float(text) if len(text) <= 6 else MAX_RETRY_AFTER
+    elif _HTTP_DATE.fullmatch(text):
         try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+            seconds = email.utils.parsedate_to_datetime(text).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
             return None
-        seconds = when.timestamp() - now
+    else:
+        return None
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
@@ -119,44 +158,116 @@ def _why(exc: BaseException) -> str:
 
 def _origin(url: str) -> Origin:
     try:
-        return origin_of(url)
+        return check_url(url)
     except BadRequest as exc:
-        raise HubError(FailureKind.BAD_RESPONSE, f"unusable URL {safe_url(url)!r}") from exc
+        raise HubError(FailureKind.BAD_RESPONSE, f"unusable URL {shown(url)!r}") from exc
 
 
 def _content_length(response: urllib3.BaseHTTPResponse) -> int | None:
+    """The announced body size; ``None`` when absent; ``HubError`` when not ASCII digits."""
     value = response.headers.get("Content-Length")
-    if value is None or not value.strip().isdigit():
+    if value is None:
         return None
-    return int(value)
+    text = value.strip()
+    if not _DIGITS.fullmatch(text):
+        detail = f"Content-Length {text[:40]!r} is not a number"
+        raise HubError(FailureKind.BAD_RESPONSE, detail)
+    return int(text)
 
 
-def _discard(response: urllib3.BaseHTTPResponse) -> None:
-    """Give the connection back: drained when the rest is small, else closed."""
-    length = _content_length(response)
+def _lenient_length(response: urllib3.BaseHTTPResponse) -> int | None:
     try:
-        if length is not None and length <= _SMALL_BODY:
-            response.drain_conn()
-        else:
-            # Draining a large or unknown body costs more than a new connection.
-            response.close()
-    except (HTTPError, OSError):
+        return _content_length(response)
+    except HubError:
+        return None
+
+
+def _set_read_timeout(response: urllib3.BaseHTTPResponse, seconds: float) -> None:
+    """Cut the socket's per-read timeout while a body is read (urllib3 set it at request time)."""
+    connection = response.connection
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
+
+
+def _read_until(
+    response: urllib3.BaseHTTPResponse, limit: int, until: float, read_timeout: float
+) -> tuple[bytes, bool]:
+    """Up to ``limit + 1`` bytes of the body, stopping at the monotonic instant ``until``.
+
+    Returns the bytes and whether the body ended (or passed ``limit``) in time. Each
+    read returns what has arrived, so a trickle cannot stretch this past ``until``;
+    library errors propagate.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        left = until - time.monotonic()
+        if left <= 0:
+            return b"".join(parts), False
+        _set_read_timeout(response, min(read_timeout, left))
+        try:
+            piece = response.read1(min(_READ_PIECE, limit + 1 - size))
+        except ReadTimeoutError:
+            # The socket's timeout was cut to ``until``: timing out there is running out of time.
+            if time.monotonic() >= until - _CLOCK_SLACK:
+                return b"".join(parts), False
+            raise
+        if not piece:
+            return b"".join(parts), True
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts), True
+
+
+def _discard(response: urllib3.BaseHTTPResponse, deadline: float | None = None) -> None:
+    """Give the connection back: drained when the rest is small and quick, else closed."""
+    length = _lenient_length(response)
+    complete = False
+    if length is not None and length <= _SMALL_BODY:
+        until = time.monotonic() + _SMALL_BODY_SECONDS
+        if deadline is not None:
+            until = min(until, deadline)
+        try:
+            _, complete = _read_until(response, _SMALL_BODY, until, _SMALL_BODY_SECONDS)
+        except (HTTPError, OSError):
+            complete = False
+    if not complete:
+        # Draining a large, unknown or slow body costs more than a new connection.
         response.close()
     response.release_conn()
 
 
-def _error_text(response: urllib3.BaseHTTPResponse) -> str:
+def _error_text(response: urllib3.BaseHTTPResponse, deadline: float | None) -> str:
     """An error response's message (DHuS ``cause-message`` and a small body) on one line; consumes it."""
     cause = response.headers.get("cause-message", "")
     body = b""
-    length = _content_length(response)
+    complete = False
+    length = _lenient_length(response)
     if length is not None and length <= _SMALL_BODY:
+        until = time.monotonic() + _SMALL_BODY_SECONDS
+        if deadline is not None:
+            until = min(until, deadline)
         try:
-            body = response.read(_SMALL_BODY)
+            body, complete = _read_until(response, _SMALL_BODY, until, _SMALL_BODY_SECONDS)
         except (HTTPError, OSError):
-            body = b""
-    _discard(response)
+            body, complete = b"", False
+    if not complete:
+        response.close()
+    response.release_conn()
     return " ".join(f"{cause} {body.decode('utf-8', errors='replace')}".split())
+
+
+def _validator(response: urllib3.BaseHTTPResponse) -> str | None:
+    """The product's strong ETag, else its Last-Modified: what ``If-Range`` may send back."""
+    etag = (response.headers.get("ETag") or "").strip()
+    if _STRONG_ETAG.fullmatch(etag):
+        return etag
+    # A weak ETag (W/"...") may not be used with If-Range (RFC 9110 section 13.1.5).
+    modified = (response.headers.get("Last-Modified") or "").strip()
+    if _HTTP_DATE.fullmatch(modified) and email.utils.parsedate_tz(modified) is not None:
+        return modified
+    return None
 
 
 @attrs.define
@@ -170,10 +281,17 @@ class ProductResponseStream:
     _where: str
     #: Over each window this long at least _MIN_BYTES_PER_WINDOW must arrive (the read timeout).
     _stall_seconds: float = 60.0
+    #: The strong ETag or Last-Modified of the response that carries the body.
+    validator: str | None = None
+    _deadline: float | None = attrs.field(default=None, repr=False)
     _finished: bool = attrs.field(default=False, init=False)
 
     def chunks(self) -> Iterator[bytes]:
-        """The body in ``chunk_size`` pieces; raises ``HubError`` when the transfer breaks."""
+        """The body in ``chunk_size`` pieces; raises ``HubError`` when the transfer breaks.
+
+        Raises ``DeadlineExceeded`` once the deadline has passed: each read is cut to
+        the time left, and the deadline is checked between reads.
+        """
         response = self._response
         if response is None:
             self._finished = True
@@ -185,9 +303,19 @@ class ProductResponseStream:
         read = response.read1
         size = self._chunk_size
         window = self._stall_seconds
+        deadline = self._deadline
         window_start, window_bytes = time.monotonic(), 0
+        capped = False
         try:
-            while chunk := read(size):
+            while True:
+                if deadline is not None:
+                    left = time_left(deadline, f"the next read from {self._where}")
+                    assert left is not None
+                    capped = left < window
+                    _set_read_timeout(response, min(window, left))
+                chunk = read(size)
+                if not chunk:
+                    break
                 yield chunk
                 window_bytes += len(chunk)
                 now = time.monotonic()
@@ -201,6 +329,8 @@ class ProductResponseStream:
                         raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail)
                     window_start, window_bytes = now, 0
         except ReadTimeoutError as exc:
+            if capped:
+                raise DeadlineExceeded(f"out of time reading from {self._where}") from exc
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, f"read timed out on {self._where}") from exc
         except (HTTPError, OSError) as exc:
             detail = f"transfer from {self._where} broke: {_why(exc)}"
@@ -223,8 +353,8 @@ class ProductResponseStream:
 class HubHttp:
     """Requests to one hub over a shared pool: credentials only to ``credential_origins``.
 
-    ``follow_origins`` limits where redirects may lead (``None``: any http(s) origin,
-    without credentials when it is not a credentialed one).
+    ``follow_origins`` limits where redirects may lead (``None``: any origin the URL
+    rules allow, without credentials when it is not a credentialed one).
     """
 
     pool: urllib3.PoolManager
@@ -245,16 +375,23 @@ class HubHttp:
         granule_id: str | None,
         headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
+        deadline: float | None = None,
     ) -> urllib3.BaseHTTPResponse:
         """Send, following redirects; on a 401 let the credentials refresh and try once more.
 
         Returns the final non-redirect response, unread; raises ``HubError`` when no
-        response could be had.
+        response could be had, ``DeadlineExceeded`` when the deadline passed first.
         """
         credentials = self.credentials
-        authorization = credentials.authorization() if credentials is not None else None
+        authorization = credentials.authorization(deadline=deadline) if credentials is not None else None
         response, authorized = self._follow(
-            method, url, headers=headers, body=body, authorization=authorization, granule_id=granule_id
+            method,
+            url,
+            headers=headers,
+            body=body,
+            authorization=authorization,
+            granule_id=granule_id,
+            deadline=deadline,
         )
         if (
             response.status == 401
@@ -263,16 +400,26 @@ class HubHttp:
             and authorization is not None
             and credentials.rejected(authorization)
         ):
-            _discard(response)
+            _discard(response, deadline)
             self.log.info(
                 "hub refused the credentials; retrying once with fresh ones",
                 extra={"event": "hub_unauthorized_retry", "granule_id": granule_id},
             )
-            authorization = credentials.authorization()
+            authorization = credentials.authorization(deadline=deadline)
             response, _ = self._follow(
-                method, url, headers=headers, body=body, authorization=authorization, granule_id=granule_id
+                method,
+                url,
+                headers=headers,
+                body=body,
+                authorization=authorization,
+                granule_id=granule_id,
+                deadline=deadline,
             )
         return response
+
+    def may_follow(self, origin: Origin) -> bool:
+        """Whether a redirect to ``origin`` is followed."""
+        return self.follow_origins is None or origin in self.follow_origins
 
     def _follow(
         self,
@@ -283,27 +430,32 @@ class HubHttp:
         body: bytes | None,
         authorization: str | None,
         granule_id: str | None,
+        deadline: float | None,
     ) -> tuple[urllib3.BaseHTTPResponse, bool]:
         current = url
+        # The parser that decides the origin is the one urllib3 uses to connect.
+        origin = _origin(current)
         for _hop in range(MAX_REDIRECTS + 1):
-            origin = _origin(current)
             sent = dict(_BASE_HEADERS)
             if headers:
                 sent.update(headers)
             authorized = authorization is not None and origin in self.credential_origins
             if authorization is not None and authorized:
                 sent["Authorization"] = authorization
-            response = self._send_once(method, current, sent, body)
+            response = self._send_once(method, current, sent, body, deadline)
             if response.status not in _REDIRECTS or method != "GET":
                 return response, authorized
             location = response.headers.get("Location")
-            _discard(response)
+            _discard(response, deadline)
             if not location:
                 detail = f"HTTP {response.status} from {safe_url(current)} without a Location"
                 raise HubError(FailureKind.BAD_RESPONSE, detail)
-            target = urllib.parse.urljoin(current, location)
-            target_origin = _origin(target)
-            if self.follow_origins is not None and target_origin not in self.follow_origins:
+            try:
+                target, origin = check_redirect(current, location)
+            except BadRequest as exc:
+                detail = f"redirect from {safe_url(current)} to an unusable Location {shown(location)!r}"
+                raise HubError(FailureKind.BAD_RESPONSE, detail) from exc
+            if not self.may_follow(origin):
                 detail = (
                     f"redirect from {safe_url(current)} to {safe_url(target)}, outside the configured hub"
                 )
@@ -314,16 +466,26 @@ class HubHttp:
                     "event": "hub_redirect",
                     "granule_id": granule_id,
                     "location": safe_url(target),
-                    "with_credentials": target_origin in self.credential_origins,
+                    "with_credentials": origin in self.credential_origins,
                 },
             )
             current = target
         raise HubError(FailureKind.BAD_RESPONSE, f"more than {MAX_REDIRECTS} redirects from {safe_url(url)}")
 
+    def _timeout(self, deadline: float | None, where: str) -> tuple[urllib3.Timeout, bool]:
+        """The timeout for one request, cut to the time left; whether the deadline cut it."""
+        left = time_left(deadline, f"a request to {where}")
+        if left is None:
+            return self.timeout, False
+        connect, read = _seconds(self.timeout.connect_timeout), _seconds(self.timeout.read_timeout)
+        capped = left < connect or left < read
+        return urllib3.Timeout(connect=min(connect, left), read=min(read, left)), capped
+
     def _send_once(
-        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None, deadline: float | None
     ) -> urllib3.BaseHTTPResponse:
         where = safe_url(url)
+        timeout, capped = self._timeout(deadline, where)
         try:
             # retries=False: urllib3 raises the real error, and redirects are ours to follow
             # because only we know where credentials may go.
@@ -332,16 +494,22 @@ class HubHttp:
                 url,
                 headers=headers,
                 body=body,
-                timeout=self.timeout,
+                timeout=timeout,
                 retries=False,
                 redirect=False,
                 preload_content=False,
                 decode_content=False,
                 enforce_content_length=True,
             )
-        except ConnectTimeoutError as exc:  # also NewConnectionError: refused, unreachable, DNS
+        except NewConnectionError as exc:  # refused, unreachable, DNS
+            raise HubError(FailureKind.SERVER_ERROR, f"cannot connect to {where}: {_why(exc)}") from exc
+        except ConnectTimeoutError as exc:
+            if capped:
+                raise DeadlineExceeded(f"out of time connecting to {where}") from exc
             raise HubError(FailureKind.SERVER_ERROR, f"cannot connect to {where}: {_why(exc)}") from exc
         except ReadTimeoutError as exc:
+            if capped:
+                raise DeadlineExceeded(f"out of time waiting for {where}") from exc
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, f"no answer from {where} in time") from exc
         except ProtocolError as exc:
             detail = f"connection to {where} broke before an answer: {_why(exc)}"
@@ -353,11 +521,13 @@ class HubHttp:
 
     # -- reading --------------------------------------------------------------------
 
-    def failure(self, response: urllib3.BaseHTTPResponse, url: str) -> HubError:
+    def failure(
+        self, response: urllib3.BaseHTTPResponse, url: str, *, deadline: float | None = None
+    ) -> HubError:
         """The ``HubError`` an unwanted status stands for; consumes and releases ``response``."""
         status = response.status
         retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
-        message = _error_text(response)
+        message = _error_text(response, deadline)
         detail = f"HTTP {status} from {safe_url(url)}" + (f": {message[:_SNIPPET]}" if message else "")
         if status == 202:
             return HubError(FailureKind.OFFLINE, detail, retry_after=retry_after)
@@ -371,17 +541,30 @@ class HubHttp:
             return HubError(FailureKind.SERVER_ERROR, detail, retry_after=retry_after)
         return HubError(FailureKind.BAD_RESPONSE, detail)
 
-    def read_json(self, response: urllib3.BaseHTTPResponse, url: str) -> Any:
-        """The JSON body of a 200 ``response`` (else the status's ``HubError``); releases it."""
+    def read_json(
+        self, response: urllib3.BaseHTTPResponse, url: str, *, deadline: float | None = None
+    ) -> Any:
+        """The JSON body of a 200 ``response`` (else the status's ``HubError``); releases it.
+
+        The whole body must arrive within one read timeout (a hub's JSON answer is a few
+        kilobytes) and before ``deadline``.
+        """
         if response.status != 200:
-            raise self.failure(response, url)
+            raise self.failure(response, url, deadline=deadline)
         where = safe_url(url)
-        length = _content_length(response)
+        try:
+            length = _content_length(response)
+        except HubError:
+            _discard(response)
+            raise
         if length is not None and length > _JSON_LIMIT:
             _discard(response)
             raise HubError(FailureKind.BAD_RESPONSE, f"{length}-byte answer from {where} is too large")
+        read_timeout = _seconds(self.timeout.read_timeout)
+        budget = time.monotonic() + read_timeout
+        until = budget if deadline is None else min(budget, deadline)
         try:
-            raw = response.read(_JSON_LIMIT + 1)
+            raw, complete = _read_until(response, _JSON_LIMIT, until, read_timeout)
         except ReadTimeoutError as exc:
             _discard(response)
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, f"read timed out on {where}") from exc
@@ -389,78 +572,126 @@ class HubHttp:
             _discard(response)
             detail = f"answer from {where} broke: {_why(exc)}"
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail) from exc
-        _discard(response)
+        if not complete:
+            response.close()
+            response.release_conn()
+            if deadline is not None and until == deadline:
+                raise DeadlineExceeded(f"out of time reading the answer from {where}")
+            detail = f"answer from {where} took longer than {read_timeout:g} s"
+            raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail)
         if len(raw) > _JSON_LIMIT:
+            response.close()
+            response.release_conn()
             raise HubError(FailureKind.BAD_RESPONSE, f"answer from {where} is too large")
+        response.release_conn()
         try:
             return json.loads(raw)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, deep nesting
             raise HubError(FailureKind.BAD_RESPONSE, f"answer from {where} is not JSON") from exc
 
-    def open_stream(self, url: str, offset: int, *, granule_id: str) -> ProductResponseStream:
-        """GET the product from ``offset`` (CONTRACT section 4's resume rules); raises ``HubError``."""
+    def open_stream(
+        self,
+        url: str,
+        offset: int,
+        *,
+        granule_id: str,
+        validator: str | None = None,
+        deadline: float | None = None,
+    ) -> ProductResponseStream:
+        """GET the product from ``offset`` (the resume rules of docs/interface.md); raises ``HubError``.
+
+        With ``validator`` (what an earlier response's ``ProductResponseStream.validator``
+        was), a resume is conditional: ``If-Range`` makes a hub whose product changed
+        answer 200 with the whole new product, which starts from byte 0.
+        """
         where = safe_url(url)
-        response = self.request("GET", url, granule_id=granule_id, headers=_range(offset))
+        response = self.request(
+            "GET", url, granule_id=granule_id, headers=_range(offset, validator), deadline=deadline
+        )
         status = response.status
         if status == 200:
             if offset:
                 self.log.info(
-                    "hub ignored the range; restarting from byte 0",
+                    "hub sent the whole product to a resume; restarting from byte 0",
                     extra={"event": "hub_range_ignored", "granule_id": granule_id, "asked_offset": offset},
                 )
-            return self._stream(response, 0, _content_length(response), where)
+            return self._stream(response, 0, where, deadline)
         if status == 206:
             span = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
             start, end, total = (int(g) for g in span.groups()) if span else (-1, -1, -1)
             if start == offset and end == total - 1:
-                return self._stream(response, offset, total, where)
+                return self._stream(response, offset, where, deadline, total=total)
+            _discard(response, deadline)
             if offset == 0:
-                _discard(response)
                 raise HubError(FailureKind.BAD_RESPONSE, f"HTTP 206 from {where} with an unusable range")
-            _discard(response)
             self.log.warning(
                 "hub answered a different range; restarting from byte 0",
                 extra={"event": "hub_range_mismatch", "granule_id": granule_id, "asked_offset": offset},
             )
-            return self._restart(url, granule_id)
+            return self._restart(url, granule_id, deadline)
         if status == 416 and offset:
             unsatisfied = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-            _discard(response)
+            _discard(response, deadline)
             if unsatisfied and int(unsatisfied.group(1)) == offset:
-                # The partial already holds the whole product: nothing left to send.
+                # The partial already holds the whole product (If-Range matched, or the
+                # hub would have sent it whole): nothing left to send.
                 return ProductResponseStream(
-                    offset=offset, total_size=offset, response=None, chunk_size=self.chunk_size, where=where
+                    offset=offset,
+                    total_size=offset,
+                    response=None,
+                    chunk_size=self.chunk_size,
+                    where=where,
+                    validator=validator,
                 )
             self.log.warning(
                 "range not satisfiable for the partial held; restarting from byte 0",
                 extra={"event": "hub_range_unsatisfiable", "granule_id": granule_id, "asked_offset": offset},
             )
-            return self._restart(url, granule_id)
-        raise self.failure(response, url)
+            return self._restart(url, granule_id, deadline)
+        raise self.failure(response, url, deadline=deadline)
 
-    def _restart(self, url: str, granule_id: str) -> ProductResponseStream:
-        response = self.request("GET", url, granule_id=granule_id)
+    def _restart(self, url: str, granule_id: str, deadline: float | None) -> ProductResponseStream:
+        response = self.request("GET", url, granule_id=granule_id, deadline=deadline)
         if response.status != 200:
-            raise self.failure(response, url)
-        return self._stream(response, 0, _content_length(response), safe_url(url))
+            raise self.failure(response, url, deadline=deadline)
+        return self._stream(response, 0, safe_url(url), deadline)
 
     def _stream(
-        self, response: urllib3.BaseHTTPResponse, offset: int, total: int | None, where: str
+        self,
+        response: urllib3.BaseHTTPResponse,
+        offset: int,
+        where: str,
+        deadline: float | None,
+        *,
+        total: int | None = None,
     ) -> ProductResponseStream:
+        try:
+            length = _content_length(response)
+        except HubError:
+            _discard(response)
+            raise
         return ProductResponseStream(
             offset=offset,
-            total_size=total,
+            total_size=length if total is None else total,
             response=response,
             chunk_size=self.chunk_size,
             where=where,
-            stall_seconds=_read_timeout(self.timeout),
+            stall_seconds=_seconds(self.timeout.read_timeout),
+            validator=_validator(response),
+            deadline=deadline,
         )
 
 
-def _read_timeout(timeout: urllib3.Timeout) -> float:
-    read = timeout.read_timeout
-    return float(read) if isinstance(read, int | float) else 60.0
+def _seconds(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 60.0
 
 
-def _range(offset: int) -> dict[str, str] | None:
-    return {"Range": f"bytes={offset}-"} if offset > 0 else None
+def _range(offset: int, validator: str | None) -> dict[str, str] | None:
+    if offset <= 0:
+        return None
+    headers = {"Range": f"bytes={offset}-"}
+    # The validator comes back from storage: only a well-formed one is sent (a stray
+    # CR or LF would make http.client refuse the request outright).
+    if validator and (_STRONG_ETAG.fullmatch(validator) or _HTTP_DATE.fullmatch(validator)):
+        headers["If-Range"] = validator
+    return headers

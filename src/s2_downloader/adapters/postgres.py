@@ -1,10 +1,16 @@
 """The granule table in PostgreSQL: leases by conditional UPDATE, legacy HLS columns kept in step.
 
-The schema is CONTRACT section 5, created or upgraded by ``migrate`` from the ordered
-``migrations/*.sql`` files. Each lifecycle event is one conditional UPDATE whose allowed
-from-states and next state come from ``lifecycle.TRANSITIONS``; the legacy flags
-(``in_progress``, ``downloaded``, ``download_failed``) are set in that same statement.
+The schema is the one docs/interface.md (the database) describes, created or upgraded
+by ``migrate`` in idempotent, live-safe steps (see its section below). Each lifecycle
+event is one conditional UPDATE whose allowed from-states and next state come from
+``lifecycle.TRANSITIONS``; the legacy flags (``in_progress``, ``downloaded``,
+``download_failed``) are set in that same statement.
 psycopg errors leave this module as ``StoreError`` with any password removed.
+
+Leases are on the database's clock: claim, heartbeat and the expiry test use ``now()``
+in the statement, never the ``now`` a worker passes in, so workers whose clocks disagree
+neither take over a live lease nor hold a granule past its lease. (Write ``now()``, not
+``CURRENT_TIMESTAMP``: the tests stand a settable clock in for ``now()`` by search path.)
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.resources
 import re
+import time
 import types
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,58 +50,261 @@ LAST_FILE_DOWNLOADED_TIME: Final = "last_file_downloaded_time"
 _T = TypeVar("_T")
 
 # -- migrations ---------------------------------------------------------------------
+#
+# `migrate` brings any of these to the schema of docs/interface.md: an empty database,
+# HLS's table of February 2021 (alembic 1c8c38951d47), HLS's table of today (1c8c38951d47
+# + ec89745f0bac, which lacks in_progress, uploaded, download_failed, download_started and
+# download_finished) and a database an earlier version of this project migrated. Each
+# step looks at the catalog and does only what is missing, so it is idempotent and a run
+# that stopped half-way is finished by the next. It is safe on a live database: every lock
+# wait is bounded by `lock_timeout` (it gives up instead of queueing behind a long
+# transaction, which would block the link fetcher behind it), the CHECK constraint is added
+# NOT VALID and validated apart, indexes are built CONCURRENTLY (an INVALID one left by an
+# interrupted build is dropped and built again), and existing rows get their state in
+# batches. Nothing here is newer than PostgreSQL 11.
 
 #: Any constant both migrators agree on; "S2DL" in ASCII.
 _MIGRATION_LOCK: Final = 0x5332444C
 
+#: Columns HLS's granule table has had in every form: without one, it is not that table.
+_HLS_COLUMNS: Final = ("id", "filename", "download_url", "downloaded", "download_retries")
 
-def _migration_files() -> list[tuple[str, bytes]]:
-    folder = importlib.resources.files("s2_downloader.adapters") / "migrations"
-    files = sorted((entry.name, entry) for entry in folder.iterdir() if entry.name.endswith(".sql"))
-    return [(name.removesuffix(".sql"), entry.read_bytes()) for name, entry in files]
+#: The columns migrate adds where missing, in order, typed and defaulted as the interface
+#: says: HLS's legacy flags first (today's HLS table lacks some), then this project's.
+_ADDED_COLUMNS: Final[tuple[tuple[str, LiteralString], ...]] = (
+    ("checksum", "varchar(256) NOT NULL DEFAULT ''"),
+    ("in_progress", "boolean NOT NULL DEFAULT false"),
+    ("uploaded", "boolean NOT NULL DEFAULT false"),
+    ("download_failed", "boolean NOT NULL DEFAULT false"),
+    ("expired", "boolean NOT NULL DEFAULT false"),
+    ("download_started", "timestamp NULL"),
+    ("download_finished", "timestamp NULL"),
+    ("state", "text NOT NULL DEFAULT 'pending'"),
+    ("lease_owner", "text NULL"),
+    ("lease_expires_at", "timestamptz NULL"),
+    ("last_error", "text NULL"),
+    ("upload_queued_at", "timestamptz NULL"),
+    ("first_attempt_at", "timestamp NULL"),
+    ("store_upload", "jsonb NULL"),
+)
+
+_STATE_CHECK: Final = "granule_state_check"
+_STATE_VALUES: Final = sql.SQL(", ").join(sql.Literal(state.value) for state in State)
+
+#: name -> definition, built CONCURRENTLY where missing or INVALID.
+_INDEXES: Final[Mapping[str, LiteralString]] = {
+    # Counts per state for the status command.
+    "granule_state_idx": "ON granule (state)",
+    # The oldest in-progress lease, without scanning the (large, mostly finished) table.
+    "granule_in_progress_idx": "ON granule (download_started) WHERE state IN ('claimed', 'downloading')",
+}
+
+#: Recorded in schema_migrations when every existing row has its state; the migration
+#: file of revision 1 that did the same in one statement counts too.
+_BACKFILL_DONE: Final = ("state_backfill", "0002_granule_state")
+_BACKFILL_BATCH: Final = 5000
+
+_NEXT_BATCH: Final = (
+    "SELECT max(id) FROM (SELECT id FROM granule WHERE id > %s ORDER BY id LIMIT %s) AS batch"
+)
+# Rows whose legacy flags say they are finished take that state; others stay pending.
+_BACKFILL: Final = (
+    "UPDATE granule SET state = CASE WHEN downloaded THEN 'verified' ELSE 'failed' END"
+    " WHERE id > %s AND id <= %s AND state = 'pending' AND (downloaded OR download_failed)"
+)
 
 
-def migrate(target: str | ConnectionPool[Any]) -> list[str]:
-    """Create or upgrade the schema in ``target`` (a conninfo/URI or a pool); idempotent.
+class _GaveUp(Exception):
+    """A lock was not granted within the bound; carries the operator's message."""
 
-    Returns the migration versions applied by this call, empty when already up to date.
-    Concurrent calls are safe: they queue on an advisory lock and the later one applies
-    nothing.
+
+def migrate(
+    target: str | ConnectionPool[Any],
+    *,
+    lock_timeout_seconds: float = 5.0,
+    wait_for_other_migrate_seconds: float = 300.0,
+) -> list[str]:
+    """Create or upgrade the schema in ``target`` (a conninfo/URI or a pool); idempotent, live-safe.
+
+    Returns what this call did (step names), empty when the schema was already up to
+    date. Concurrent calls take turns on a session-level advisory lock. Raises
+    ``StoreError`` with a clear message, having changed nothing more than the steps
+    already finished, when a lock is not granted within ``lock_timeout_seconds``, and
+    before any change when ``granule`` lacks a column HLS's table has always had.
     """
     conninfo = target if isinstance(target, str) else _conninfo(target)
-    applied_now: list[str] = []
     try:
-        with _connection_for(target) as conn:
-            # One transaction: all pending files apply together or not at all, and the lock
-            # is held until they are recorded.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        with _migration_connection(conninfo) as conn:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version text PRIMARY KEY,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
+                sql.SQL("SET lock_timeout = {}").format(
+                    sql.Literal(f"{max(1, round(lock_timeout_seconds * 1000))}ms")
+                )
             )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, body in _migration_files():
-                if version in done:
-                    continue
-                conn.execute(body)
-                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
-                applied_now.append(version)
+            # A concurrent index build or a batched backfill may take long: no statement bound.
+            conn.execute("SET statement_timeout = 0")
+            _take_turn(conn, wait_for_other_migrate_seconds)
+            try:
+                return _migrate_steps(conn)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    except _GaveUp as exc:
+        raise StoreError(f"migrate gave up: {exc}") from exc
+    except psycopg.errors.LockNotAvailable as exc:
+        msg = (
+            f"migrate gave up: a lock was not granted within {lock_timeout_seconds:g} s"
+            " (a long transaction holds the table; migrate does not queue behind it and block"
+            " others). What finished stays done; run migrate again when that transaction has"
+            f" ended. ({_describe('migrate', exc, conninfo)})"
+        )
+        raise StoreError(msg) from exc
     except psycopg.Error as exc:
         raise StoreError(_describe("migrate", exc, conninfo)) from exc
-    return applied_now
 
 
 @contextmanager
-def _connection_for(target: str | ConnectionPool[Any]) -> Iterator[psycopg.Connection[Any]]:
-    if isinstance(target, str):
-        # Bounded, unless the caller's conninfo says otherwise.
-        extra = {} if "connect_timeout" in conninfo_to_dict(target) else {"connect_timeout": 10}
-        with psycopg.connect(make_conninfo(target, **extra)) as conn:
-            yield conn
-    else:
-        with target.connection() as conn:
-            yield conn
+def _migration_connection(conninfo: str) -> Iterator[psycopg.Connection[Any]]:
+    # Its own connection, in autocommit: CREATE INDEX CONCURRENTLY cannot run in a
+    # transaction block, and each step opens the transaction it needs.
+    extra = {} if "connect_timeout" in conninfo_to_dict(conninfo) else {"connect_timeout": 10}
+    with psycopg.connect(make_conninfo(conninfo, **extra), autocommit=True) as conn:
+        yield conn
+
+
+def _take_turn(conn: psycopg.Connection[Any], wait_seconds: float) -> None:
+    # Polled, not waited for in one statement: a session waiting inside pg_advisory_lock
+    # holds a snapshot, and the concurrent index build of the migrator it waits for would
+    # wait for that snapshot in turn.
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_MIGRATION_LOCK,)).fetchone()
+        if row is not None and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            msg = f"another migrate has held the migration lock for over {wait_seconds:g} s"
+            raise _GaveUp(msg)
+        time.sleep(0.1)
+
+
+def _migrate_steps(conn: psycopg.Connection[Any]) -> list[str]:
+    done: list[str] = []
+    existing = _columns(conn)
+    if existing:
+        missing = [column for column in _HLS_COLUMNS if column not in existing]
+        if missing:
+            msg = (
+                f"table granule has no column {', '.join(missing)}, which HLS's granule table"
+                " has always had: not an HLS downloader database? Nothing was changed."
+            )
+            raise _GaveUp(msg)
+    with conn.transaction():
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        if not existing:
+            conn.execute(_hls_schema())
+            done.append("tables")
+            existing = _columns(conn)
+        if not _table_exists(conn, "status"):
+            conn.execute(
+                "CREATE TABLE status (key_name varchar(256) PRIMARY KEY, value varchar(256) NOT NULL)"
+            )
+            done.append("status table")
+    # One short ACCESS EXCLUSIVE lock for every missing column and the constraint: with
+    # constant defaults (PostgreSQL 11) adding a column rewrites nothing.
+    missing_columns = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in existing]
+    constraint = _constraint_validated(conn, _STATE_CHECK)
+    if missing_columns or constraint is None:
+        with conn.transaction():
+            for name, kind in missing_columns:
+                conn.execute(
+                    sql.SQL("ALTER TABLE granule ADD COLUMN IF NOT EXISTS {} {}").format(
+                        sql.Identifier(name), sql.SQL(kind)
+                    )
+                )
+            if constraint is None:
+                conn.execute(
+                    sql.SQL("ALTER TABLE granule ADD CONSTRAINT {} CHECK (state IN ({})) NOT VALID").format(
+                        sql.Identifier(_STATE_CHECK), _STATE_VALUES
+                    )
+                )
+        if missing_columns:
+            done.append("columns " + ", ".join(name for name, _ in missing_columns))
+    if not _constraint_validated(conn, _STATE_CHECK):
+        # A scan under SHARE UPDATE EXCLUSIVE: reads and writes go on meanwhile.
+        conn.execute(
+            sql.SQL("ALTER TABLE granule VALIDATE CONSTRAINT {}").format(sql.Identifier(_STATE_CHECK))
+        )
+        done.append(_STATE_CHECK)
+    if _backfill(conn):
+        done.append("state backfill")
+    for name, definition in _INDEXES.items():
+        if _build_index(conn, name, definition):
+            done.append(name)
+    return done
+
+
+def _hls_schema() -> bytes:
+    folder = importlib.resources.files("s2_downloader.adapters") / "migrations"
+    return (folder / "hls_schema.sql").read_bytes()
+
+
+def _columns(conn: psycopg.Connection[Any]) -> set[str]:
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('granule')"
+        " AND attnum > 0 AND NOT attisdropped"
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def _constraint_validated(conn: psycopg.Connection[Any], name: str) -> bool | None:
+    """Whether the granule constraint ``name`` is validated; ``None`` when there is none."""
+    row = conn.execute(
+        "SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass('granule') AND conname = %s",
+        (name,),
+    ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def _backfill(conn: psycopg.Connection[Any]) -> bool:
+    recorded = conn.execute(
+        "SELECT 1 FROM schema_migrations WHERE version = ANY(%s)", (list(_BACKFILL_DONE),)
+    ).fetchone()
+    if recorded is not None:
+        return False
+    # In primary-key order, one short transaction per batch. Rows not reached yet are
+    # safe meanwhile: at claim the legacy flags win over a `pending` state.
+    after = ""
+    while True:
+        row = conn.execute(_NEXT_BATCH, (after, _BACKFILL_BATCH)).fetchone()
+        last = None if row is None else row[0]
+        if last is None:
+            break
+        conn.execute(_BACKFILL, (after, last))
+        after = last
+    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (_BACKFILL_DONE[0],))
+    return True
+
+
+def _build_index(conn: psycopg.Connection[Any], name: str, definition: LiteralString) -> bool:
+    row = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = %s AND i.indrelid = to_regclass('granule')",
+        (name,),
+    ).fetchone()
+    if row is not None and row[0]:
+        return False
+    index = sql.Identifier(name)
+    if row is not None:
+        # Left INVALID by an interrupted concurrent build: it slows writes and serves no read.
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(index))
+    conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} {}").format(index, sql.SQL(definition)))
+    return True
 
 
 def open_pool(
@@ -105,12 +315,14 @@ def open_pool(
     timeout: float = 10.0,
     connect_timeout: int = 10,
     name: str = "s2-downloader",
+    options: str = "",
 ) -> ConnectionPool[psycopg.Connection[Any]]:
     """Open a pool that checks each connection before lending it out.
 
     The check costs one round trip and means a PostgreSQL restart or failover costs no
     request: dead connections are replaced instead of handed out. ``timeout`` bounds how
-    long a caller waits for a connection.
+    long a caller waits for a connection. ``options`` are more server options
+    (``-c name=value``) after the statement and lock timeouts.
     """
     return ConnectionPool(
         conninfo,
@@ -128,7 +340,7 @@ def open_pool(
             "keepalives_interval": 10,
             "keepalives_count": 3,
             "tcp_user_timeout": 60_000,
-            "options": "-c statement_timeout=60000 -c lock_timeout=15000",
+            "options": f"-c statement_timeout=60000 -c lock_timeout=15000 {options}".strip(),
         },
         open=True,
     )
@@ -201,13 +413,14 @@ _COLUMNS: Final = (
     "lease_expires_at",
     "last_error",
     "upload_queued_at",
+    "first_attempt_at",
 )
 _RETURNING: Final = sql.SQL(", ").join(sql.Identifier(column) for column in _COLUMNS)
 _SELECT: Final = sql.SQL("SELECT {columns} FROM granule WHERE id = %(id)s").format(columns=_RETURNING)
 
 
 def _granule(row: tuple[Any, ...]) -> Granule:
-    granule_id, filename, state, retries, checksum, owner, expires_at, last_error, queued_at = row
+    granule_id, filename, state, retries, checksum, owner, expires_at, last_error, queued_at, first = row
     lease = None
     if owner is not None and expires_at is not None:
         lease = Lease(owner=owner, expires_at=_aware_utc(expires_at))
@@ -220,6 +433,7 @@ def _granule(row: tuple[Any, ...]) -> Granule:
         lease=lease,
         last_error=last_error,
         upload_sent=queued_at is not None,
+        first_attempt_at=None if first is None else _aware_utc(first),
     )
 
 
@@ -260,21 +474,27 @@ _CLEAR_LEASE: Final[Mapping[str, LiteralString]] = {"lease_owner": "NULL", "leas
 
 _HELD_BY_OWNER: Final = sql.SQL("lease_owner = %(owner)s AND lease_expires_at IS NOT NULL")
 
-# Mirrors lifecycle's _claim: only a live lease in a leased state keeps others out.
+# Mirrors lifecycle's _claim: only a live lease in a leased state keeps others out, live
+# by the database's clock.
 _CLAIMABLE: Final = sql.SQL(
     "(state NOT IN ({leased}) OR lease_owner IS NULL OR lease_expires_at IS NULL"
-    " OR lease_expires_at <= %(now)s)"
+    " OR lease_expires_at <= now())"
 ).format(leased=_states(_LEASED))
+
+#: The database's clock as the legacy columns hold time (``timestamp``, UTC).
+_NOW_NAIVE: Final = "(now() AT TIME ZONE 'UTC')"
 
 #: The columns each event sets besides the state and the legacy flags.
 _EFFECTS: Final[Mapping[type[lifecycle.Event], Mapping[str, LiteralString]]] = {
     lifecycle.Claim: {
         "lease_owner": "%(owner)s",
-        "lease_expires_at": "%(expires_at)s",
-        "download_started": "%(now_naive)s",
+        "lease_expires_at": "now() + %(lease)s",
+        "download_started": _NOW_NAIVE,
+        # The deferral budget runs from the first claim; only a revival clears it.
+        "first_attempt_at": f"COALESCE(first_attempt_at, {_NOW_NAIVE})",
     },
     lifecycle.StartDownload: {},
-    lifecycle.Heartbeat: {"lease_expires_at": "%(expires_at)s"},
+    lifecycle.Heartbeat: {"lease_expires_at": "now() + %(lease)s"},
     lifecycle.Verify: {
         **_CLEAR_LEASE,
         "checksum": "%(checksum)s",
@@ -293,6 +513,7 @@ _EFFECTS: Final[Mapping[type[lifecycle.Event], Mapping[str, LiteralString]]] = {
     },
     lifecycle.GiveUp: {**_CLEAR_LEASE, "last_error": "%(error)s"},
     lifecycle.Postpone: {**_CLEAR_LEASE, "last_error": "%(error)s"},
+    lifecycle.Abandon: {**_CLEAR_LEASE, "last_error": "%(error)s"},
     lifecycle.Release: _CLEAR_LEASE,
     lifecycle.MarkUploadSent: {"upload_queued_at": "%(queued_at)s"},
 }
@@ -328,6 +549,23 @@ _UPDATES: Final[Mapping[type[lifecycle.Event], sql.Composed]] = types.MappingPro
     {kind: _update_for(kind) for kind in _EFFECTS}
 )
 
+# Another HLS writer (or a row the batched backfill has not reached) may have set a legacy
+# flag behind the state's back: the flag wins, before anything else is decided.
+_ADOPT_LEGACY_FLAGS: Final = sql.SQL(
+    "UPDATE granule SET state = CASE WHEN downloaded THEN 'verified' ELSE 'failed' END,"
+    " in_progress = false, lease_owner = NULL, lease_expires_at = NULL"
+    " WHERE id = %(id)s AND ((downloaded AND state <> 'verified')"
+    " OR (download_failed AND NOT downloaded AND state NOT IN ('verified', 'failed')))"
+)
+
+# A failed granule whose flags another HLS tool reset (download_failed false, retries within
+# the budget) is revived: pending again, its deferral budget started afresh.
+_REVIVE: Final = sql.SQL(
+    "UPDATE granule SET state = 'pending', first_attempt_at = NULL"
+    " WHERE id = %(id)s AND state = 'failed' AND NOT download_failed AND NOT downloaded"
+    " AND download_retries <= %(max_retries)s"
+)
+
 _UPSERT_STATUS: Final = sql.SQL(
     "INSERT INTO status (key_name, value) VALUES (%(key)s, %(value)s)"
     " ON CONFLICT (key_name) DO UPDATE SET value = EXCLUDED.value"
@@ -348,9 +586,10 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
-def _expires(now: dt.datetime, lease_seconds: float) -> dt.datetime:
-    # Computed here, exactly as lifecycle does, so a lease reads back as the domain built it.
-    return now + dt.timedelta(seconds=lease_seconds)
+def _lease(lease_seconds: float) -> dt.timedelta:
+    # An interval rounded exactly as lifecycle rounds it, so a lease reads back as the
+    # domain would build it from the database's clock.
+    return dt.timedelta(seconds=lease_seconds)
 
 
 # -- the status report ---------------------------------------------------------------
@@ -388,19 +627,29 @@ class PostgresGranuleStore:
     """The ``GranuleStore`` port on the HLS ``granule`` table.
 
     ``pool`` should check connections before lending them (see ``open_pool``) so the
-    store keeps working across a PostgreSQL restart. ``clock`` gives the times the events
-    themselves do not carry (``download_finished``, ``upload_queued_at``,
-    ``last_file_downloaded_time``).
+    store keeps working across a PostgreSQL restart. Leases, ``download_started`` and
+    ``first_attempt_at`` use the database's clock and ignore the ``now`` passed in;
+    ``clock`` gives the other times the events do not carry (``download_finished``,
+    ``upload_queued_at``, ``last_file_downloaded_time``).
+
+    At claim the legacy flags win over the state when another writer set them
+    (``downloaded`` -> verified, ``download_failed`` -> failed), and, given ``max_retries``
+    (the retry budget), a failed granule whose ``download_failed`` was reset with its
+    retries within the budget is revived to pending.
     """
 
     pool: ConnectionPool[Any]
     clock: Callable[[], dt.datetime] = _utc_now
+    max_retries: int | None = None
 
     def claim(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> Granule | None:
         """Take the lease if the granule is free; return it as it is after the attempt, or None."""
         event = lifecycle.Claim(owner=owner, now=now, lease_seconds=lease_seconds)
 
         def work(conn: psycopg.Connection[Any]) -> Granule | None:
+            conn.execute(_ADOPT_LEGACY_FLAGS, {"id": granule_id})
+            if self.max_retries is not None:
+                conn.execute(_REVIVE, {"id": granule_id, "max_retries": self.max_retries})
             row = conn.execute(_UPDATES[lifecycle.Claim], self._params(granule_id, event)).fetchone()
             if row is None:
                 row = conn.execute(_SELECT, {"id": granule_id}).fetchone()
@@ -489,15 +738,12 @@ class PostgresGranuleStore:
     def _params(self, granule_id: str, event: lifecycle.Event) -> dict[str, Any]:
         params: dict[str, Any] = {"id": granule_id}
         match event:
-            case lifecycle.Claim(owner=owner, now=now, lease_seconds=lease_seconds):
-                params.update(
-                    owner=owner,
-                    now=now,
-                    now_naive=_naive_utc(now),
-                    expires_at=_expires(now, lease_seconds),
-                )
-            case lifecycle.Heartbeat(owner=owner, now=now, lease_seconds=lease_seconds):
-                params.update(owner=owner, expires_at=_expires(now, lease_seconds))
+            case (
+                lifecycle.Claim(owner=owner, lease_seconds=lease_seconds)
+                | lifecycle.Heartbeat(owner=owner, lease_seconds=lease_seconds)
+            ):
+                # The event's `now` is the worker's clock: the statement uses the database's.
+                params.update(owner=owner, lease=_lease(lease_seconds))
             case lifecycle.Verify(owner=owner, checksum=checksum):
                 finished = self.clock()
                 params.update(
@@ -511,6 +757,7 @@ class PostgresGranuleStore:
                 | lifecycle.Exhaust(owner=owner, error=error)
                 | lifecycle.GiveUp(owner=owner, error=error)
                 | lifecycle.Postpone(owner=owner, error=error)
+                | lifecycle.Abandon(owner=owner, error=error)
             ):
                 params.update(owner=owner, error=_clean_text(error))
             case lifecycle.StartDownload(owner=owner) | lifecycle.Release(owner=owner):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
@@ -25,7 +25,11 @@ from s2_downloader.domain.errors import QueueError
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.literals import MessageSystemAttributeNameType, QueueAttributeNameType
-    from mypy_boto3_sqs.type_defs import MessageTypeDef, ReceiveMessageRequestTypeDef
+    from mypy_boto3_sqs.type_defs import (
+        MessageTypeDef,
+        ReceiveMessageRequestTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
 __all__ = [
     "LONG_POLL_SECONDS",
@@ -43,6 +47,8 @@ LONG_POLL_SECONDS: Final = 20
 MAX_DELAY_SECONDS: Final = 900
 MAX_VISIBILITY_SECONDS: Final = 43_200
 _MAX_BATCH: Final = 10
+#: SendMessageBatch's limit on the bodies of one call, with room for the attributes.
+_MAX_BATCH_BYTES: Final = 240 * 1024
 
 #: Error codes that mean "this receipt handle is no longer yours", under the query
 #: protocol's names and the JSON protocol's.
@@ -123,6 +129,21 @@ def _parse(message: MessageTypeDef) -> ReceivedMessage:
         sent_at=_timestamp(attributes, "SentTimestamp"),
         first_received_at=_timestamp(attributes, "ApproximateFirstReceiveTimestamp"),
     )
+
+
+def _batches(entries: Sequence[tuple[str, int]]) -> Iterator[tuple[int, Sequence[tuple[str, int]]]]:
+    """Runs of at most ten entries and ``_MAX_BATCH_BYTES`` of bodies, with their first index."""
+    start = 0
+    while start < len(entries):
+        end, size = start, 0
+        while end < len(entries) and end - start < _MAX_BATCH:
+            body_size = len(entries[end][0].encode("utf-8", "surrogatepass"))
+            if end > start and size + body_size > _MAX_BATCH_BYTES:
+                break
+            size += body_size
+            end += 1
+        yield start, entries[start:end]
+        start = end
 
 
 def _is_receipt_error(error: Mapping[str, str]) -> bool:
@@ -207,6 +228,39 @@ class SqsQueue:
         except (BotoCoreError, ClientError) as exc:
             self._fail("SendMessage", exc)
         return response["MessageId"]
+
+    def send_batch(self, entries: Sequence[tuple[str, int]]) -> list[bool]:
+        """Send each ``(body, delay_seconds)`` in as few calls as SQS allows; which were accepted.
+
+        Raises ``QueueError`` only when a call fails as a whole.
+        """
+        accepted = [False] * len(entries)
+        for start, chunk in _batches(entries):
+            request: list[SendMessageBatchRequestEntryTypeDef] = [
+                {
+                    "Id": str(start + offset),
+                    "MessageBody": body,
+                    "DelaySeconds": _clamp(delay, 0, MAX_DELAY_SECONDS),
+                }
+                for offset, (body, delay) in enumerate(chunk)
+            ]
+            try:
+                response = self.client.send_message_batch(QueueUrl=self.url, Entries=request)
+            except (BotoCoreError, ClientError) as exc:
+                self._fail("SendMessageBatch", exc)
+            for success in response.get("Successful", []):
+                accepted[int(success["Id"])] = True
+        return accepted
+
+    def is_fifo(self) -> bool:
+        """Whether this is a FIFO queue (by its name, else by its FifoQueue attribute)."""
+        if self.name.lower().endswith(".fifo"):
+            return True
+        try:
+            response = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["FifoQueue"])
+        except (BotoCoreError, ClientError) as exc:
+            self._fail("GetQueueAttributes", exc)
+        return response.get("Attributes", {}).get("FifoQueue", "false").lower() == "true"
 
     def counts(self) -> QueueCounts:
         """The queue's approximate visible, in-flight and delayed message counts."""

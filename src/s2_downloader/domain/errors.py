@@ -6,6 +6,7 @@ import enum
 
 __all__ = [
     "BadRequest",
+    "DeadlineExceeded",
     "FailureKind",
     "FileStoreError",
     "HubError",
@@ -26,11 +27,18 @@ class InvalidTransition(S2DownloaderError):
 
 
 class BadRequest(S2DownloaderError):
-    """A download message that breaks the contract; ``reason`` says how."""
+    """A download message that breaks the message rules (docs/interface.md section 3); ``reason`` says how."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class DeadlineExceeded(S2DownloaderError):
+    """A blocking call would outlive the attempt's deadline (the Lambda's remaining time).
+
+    Not the hub's fault and not counted: the granule is handed back for a later attempt.
+    """
 
 
 class StoreError(S2DownloaderError):
@@ -50,7 +58,7 @@ class QueueError(S2DownloaderError):
 
 
 class FailureKind(enum.Enum):
-    """Why an attempt at a granule did not verify, as CONTRACT section 6 sorts it."""
+    """Why an attempt at a granule did not verify, as docs/interface.md (the hub) sorts it."""
 
     CHECKSUM_MISMATCH = "checksum_mismatch"
     TRANSFER_INTERRUPTED = "transfer_interrupted"

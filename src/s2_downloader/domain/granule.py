@@ -48,6 +48,8 @@ class Granule:
     lease: Lease | None = None
     last_error: str | None = None
     upload_sent: bool = False
+    #: When the first attempt began (its first claim); the deferral budget runs from here.
+    first_attempt_at: dt.datetime | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -18,6 +18,7 @@ from s2_downloader.domain.granule import Granule, Lease, State
 
 __all__ = [
     "TRANSITIONS",
+    "Abandon",
     "Claim",
     "CountFailure",
     "Event",
@@ -100,6 +101,14 @@ class Postpone:
 
 
 @attrs.frozen(kw_only=True)
+class Abandon:
+    """A failure that does not count, but the granule has been deferred past its budget: it fails."""
+
+    owner: str
+    error: str
+
+
+@attrs.frozen(kw_only=True)
 class Release:
     """The lease holder hands the granule back unfinished (shutdown, out of time)."""
 
@@ -120,6 +129,7 @@ Event = (
     | Exhaust
     | GiveUp
     | Postpone
+    | Abandon
     | Release
     | MarkUploadSent
 )
@@ -144,6 +154,8 @@ TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.CLAIMED, GiveUp): State.FAILED,
     (State.CLAIMED, Postpone): State.RETRYING,
     (State.DOWNLOADING, Postpone): State.RETRYING,
+    (State.CLAIMED, Abandon): State.FAILED,
+    (State.DOWNLOADING, Abandon): State.FAILED,
     (State.CLAIMED, Release): State.PENDING,
     (State.DOWNLOADING, Release): State.PENDING,
     (State.VERIFIED, MarkUploadSent): State.VERIFIED,
@@ -156,7 +168,9 @@ def _claim(granule: Granule, event: Claim) -> Granule:
         msg = f"granule {granule.id} is leased to {lease.owner} until {lease.expires_at.isoformat()}"
         raise InvalidTransition(msg)
     expires = event.now + dt.timedelta(seconds=event.lease_seconds)
-    return attrs.evolve(granule, lease=Lease(owner=event.owner, expires_at=expires))
+    # The first claim starts the deferral budget; later claims keep that start.
+    first = granule.first_attempt_at if granule.first_attempt_at is not None else event.now
+    return attrs.evolve(granule, lease=Lease(owner=event.owner, expires_at=expires), first_attempt_at=first)
 
 
 def _heartbeat(granule: Granule, event: Heartbeat) -> Granule:
@@ -177,7 +191,7 @@ def _count(granule: Granule, event: CountFailure | Exhaust) -> Granule:
     )
 
 
-def _postpone(granule: Granule, event: Postpone | GiveUp) -> Granule:
+def _postpone(granule: Granule, event: Postpone | GiveUp | Abandon) -> Granule:
     return attrs.evolve(granule, lease=None, last_error=event.error)
 
 
@@ -203,6 +217,7 @@ _EFFECTS: Final[Mapping[type[Event], _Effect]] = {
     Exhaust: _count,  # type: ignore[dict-item]
     GiveUp: _postpone,  # type: ignore[dict-item]
     Postpone: _postpone,  # type: ignore[dict-item]
+    Abandon: _postpone,  # type: ignore[dict-item]
     Release: _unchanged_but_lease,  # type: ignore[dict-item]
     MarkUploadSent: _upload_sent,  # type: ignore[dict-item]
 }

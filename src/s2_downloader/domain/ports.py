@@ -74,6 +74,15 @@ class ProductStream(Protocol):
         """The product's full size when the hub said it."""
         ...
 
+    @property
+    def validator(self) -> str | None:
+        """The product's strong ETag, else its Last-Modified, as the hub sent them; ``None`` without.
+
+        Stored with a partial that starts here, and passed back on resume so that a product
+        replaced between attempts restarts from byte 0 instead of being spliced.
+        """
+        ...
+
     def chunks(self) -> Iterator[bytes]:
         """The body in chunks; raises ``HubError`` when the transfer breaks."""
         ...
@@ -82,12 +91,28 @@ class ProductStream(Protocol):
 class Hub(Protocol):
     """The product hub (DHuS or CDSE)."""
 
-    def checksum(self, granule_id: str) -> str:
-        """The MD5 the hub publishes for the product, lowercase hex; raises ``HubError``."""
+    def checksum(self, granule_id: str, *, deadline: float | None = None) -> str:
+        """The MD5 the hub publishes for the product, lowercase hex; raises ``HubError``.
+
+        ``deadline`` is a ``time.monotonic()`` instant every blocking step must return by;
+        past it the call raises ``DeadlineExceeded``.
+        """
         ...
 
-    def open_product(self, request: DownloadRequest, offset: int) -> AbstractContextManager[ProductStream]:
-        """Start streaming the product from ``offset``; raises ``HubError``."""
+    def open_product(
+        self,
+        request: DownloadRequest,
+        offset: int,
+        *,
+        validator: str | None = None,
+        deadline: float | None = None,
+    ) -> AbstractContextManager[ProductStream]:
+        """Start streaming the product from ``offset``; raises ``HubError``.
+
+        With a ``validator`` (sent as ``If-Range``) a hub whose product changed answers from
+        byte 0, and the stream's ``offset`` says so. ``deadline`` bounds the request and
+        every read of the body, as for ``checksum``.
+        """
         ...
 
 
@@ -101,6 +126,15 @@ class Partial(Protocol):
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk``."""
+        ...
+
+    @property
+    def validator(self) -> str | None:
+        """The validator of the response the held bytes came from; ``None`` when unknown."""
+        ...
+
+    def set_validator(self, validator: str | None) -> None:
+        """Record the validator of the response a fresh (empty) partial is about to hold."""
         ...
 
     def restart(self) -> None:
@@ -165,6 +199,10 @@ class Cancellation(Protocol):
 
     def is_set(self) -> bool:
         """Whether to stop now."""
+        ...
+
+    def deadline(self) -> float | None:
+        """The ``time.monotonic()`` instant by which every blocking call must return; ``None``: none."""
         ...
 
 

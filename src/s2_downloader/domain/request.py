@@ -1,21 +1,24 @@
-"""A download request: a message body that passed the rules of CONTRACT sections 3 and 4."""
+"""A download request: a message body that passed the rules for ids, filenames and hub URLs."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-import urllib.parse
-from collections.abc import Collection
+from collections.abc import Callable
 
 import attrs
 
 from s2_downloader.domain.errors import BadRequest
 
-__all__ = ["DownloadRequest", "origin_of", "validate_filename", "validate_id"]
+__all__ = ["DownloadRequest", "UrlCheck", "validate_filename", "validate_id"]
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 _MD5 = re.compile(r"[0-9A-Fa-f]{32}")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: Raises ``BadRequest`` unless a request to the URL would reach the hub. The domain does
+#: not parse URLs itself: the check belongs to the hub adapter, whose HTTP client is the
+#: one parser that decides where a request goes.
+UrlCheck = Callable[[str], object]
 
 
 def validate_id(value: str) -> str:
@@ -46,22 +49,6 @@ def validate_filename(value: str) -> str:
     return value
 
 
-def origin_of(url: str) -> tuple[str, str, int]:
-    """The (scheme, host, port) origin of ``url``, default ports filled in."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        msg = f"malformed URL {url[:120]!r}: {exc}"
-        raise BadRequest(msg) from exc
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if scheme not in _DEFAULT_PORTS or not host:
-        msg = f"URL {url[:120]!r} is not an absolute http(s) URL"
-        raise BadRequest(msg)
-    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
-
-
 @attrs.frozen(kw_only=True)
 class DownloadRequest:
     """What one download message asks for, known to be safe to act on."""
@@ -75,24 +62,24 @@ class DownloadRequest:
     def create(
         cls,
         *,
-        id: str,  # noqa: A002 - the contract's own key name
+        id: str,  # noqa: A002 - the documented own key name
         filename: str,
         download_url: str,
         checksum: str | None,
-        allowed_origins: Collection[tuple[str, str, int]],
+        check_url: UrlCheck,
     ) -> DownloadRequest:
-        """Validate each field as the contract says, or raise ``BadRequest`` naming the first fault."""
+        """Validate each field, or raise ``BadRequest`` naming the first fault.
+
+        ``check_url`` is the hub's rule for ``download_url``. A ``checksum`` that is not
+        32 hex digits is ignored, not refused: the hub's own is fetched instead.
+        """
         validate_id(id)
         validate_filename(filename)
-        if origin_of(download_url) not in allowed_origins:
-            msg = f"download_url {download_url[:120]!r} is outside the configured hub origin"
-            raise BadRequest(msg)
-        if checksum is not None and not _MD5.fullmatch(checksum):
-            msg = f"checksum {checksum[:80]!r} is not 32 hex digits"
-            raise BadRequest(msg)
+        check_url(download_url)
+        usable = checksum is not None and _MD5.fullmatch(checksum) is not None
         return cls(
             id=id,
             filename=filename,
             download_url=download_url,
-            checksum=checksum.lower() if checksum else None,
+            checksum=checksum.lower() if checksum is not None and usable else None,
         )

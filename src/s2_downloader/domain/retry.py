@@ -1,20 +1,27 @@
-"""The retry policy of CONTRACT section 6: the budget, the back-off, what counts."""
+"""The retry policy of docs/interface.md (the hub): the budgets, the back-off, what counts."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import attrs
 
 from s2_downloader.domain.errors import FailureKind
 
-__all__ = ["COUNTED_FAILURES", "MAX_DELAY_SECONDS", "RetryPolicy"]
+__all__ = [
+    "COUNTED_FAILURES",
+    "DEFERRAL_BUDGET_FAILURES",
+    "MAX_DEFER_SECONDS",
+    "MAX_DELAY_SECONDS",
+    "RetryPolicy",
+]
 
-#: SQS caps DelaySeconds and the contract caps the back-off at this.
+#: SQS caps DelaySeconds and docs/interface.md caps the back-off at this.
 MAX_DELAY_SECONDS = 900
 
 #: Failures that spend the retry budget; the others only postpone. A response the
-#: contract does not describe (another 4xx, a malformed checksum) counts, so that no
+#: interface does not describe (another 4xx, a malformed checksum) counts, so that no
 #: misbehaviour of the hub can keep a granule cycling forever.
 COUNTED_FAILURES = frozenset(
     {
@@ -25,6 +32,15 @@ COUNTED_FAILURES = frozenset(
     }
 )
 
+#: Hub answers that postpone without counting but only for so long: past the deferral
+#: budget they fail the granule. UNAUTHORIZED is not one of them: a 401 (DHuS Basic auth,
+#: CDSE after a fresh token) or a refused password grant says our credentials are wrong,
+#: which is ours to fix and no fault of the product, so it never fails a granule.
+DEFERRAL_BUDGET_FAILURES = frozenset({FailureKind.THROTTLED, FailureKind.OFFLINE, FailureKind.SERVER_ERROR})
+
+#: Default deferral budget: two days from the first attempt.
+MAX_DEFER_SECONDS = 172800.0
+
 _JITTER = 0.2
 
 
@@ -34,11 +50,22 @@ class RetryPolicy:
 
     max_retries: int = 10
     base_delay: float = 60.0
+    max_defer_seconds: float = MAX_DEFER_SECONDS
     random: Callable[[], float] = attrs.field(eq=False, repr=False)
 
     def counts(self, kind: FailureKind) -> bool:
         """Whether a failure of ``kind`` is counted against the budget."""
         return kind in COUNTED_FAILURES
+
+    def spends_deferral_budget(self, kind: FailureKind) -> bool:
+        """Whether a failure of ``kind``, not counted, may still fail a granule deferred too long."""
+        return kind in DEFERRAL_BUDGET_FAILURES
+
+    def deferred_too_long(self, first_attempt_at: dt.datetime | None, now: dt.datetime) -> bool:
+        """Whether a granule first attempted at ``first_attempt_at`` has used up its deferral budget."""
+        if first_attempt_at is None:
+            return False
+        return (now - first_attempt_at).total_seconds() >= self.max_defer_seconds
 
     def exhausted(self, retries: int) -> bool:
         """Whether ``retries`` counted failures are more than the budget allows."""

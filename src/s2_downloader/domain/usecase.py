@@ -1,7 +1,7 @@
 """The download use case: one request in, one Outcome out, all I/O through the ports.
 
 It follows the original HLS handler (claim, checksum, already downloaded?, download,
-compare, hand over or retry) and CONTRACT section 6 for what each hub failure means.
+compare, hand over or retry) and docs/interface.md (the hub) for what each hub failure means.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from typing import Protocol
 import attrs
 
 from s2_downloader.domain import lifecycle
-from s2_downloader.domain.errors import FailureKind, HubError, PartialInUse
+from s2_downloader.domain.errors import (
+    DeadlineExceeded,
+    FailureKind,
+    HubError,
+    InvalidTransition,
+    PartialInUse,
+)
 from s2_downloader.domain.granule import Granule, State
 from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, RetryLater
 from s2_downloader.domain.ports import (
@@ -48,6 +54,9 @@ class Files(FinalFiles, PartialFiles, Protocol):
 class _Never:
     def is_set(self) -> bool:
         return False
+
+    def deadline(self) -> float | None:
+        return None
 
 
 class _Silent:
@@ -116,15 +125,27 @@ class _Attempt:
         if ports.policy.exhausted(claimed.download_retries):
             return self._give_up()
         try:
+            return self._finish_attempt()
+        except Exception:
+            # Not a crash (those release nothing): free the granule for the next delivery,
+            # also when recording a failure is what failed.
+            self._release_quietly()
+            raise
+
+    def _finish_attempt(self) -> Outcome:
+        try:
             return self._transfer()
         except HubError as exc:
             return self._hub_failure(exc)
         except _Stopped as stop:
             return stop.outcome
-        except Exception:
-            # Not a crash (those release nothing): free the granule for the next delivery.
-            self._release_quietly()
-            raise
+        except DeadlineExceeded as exc:
+            return self._out_of_time(exc)
+        except InvalidTransition as exc:
+            # Every event after the claim is lease-checked: refused means another worker
+            # took the granule over (our lease ran out), so stop without touching anything.
+            _log.warning("lease lost: %s", exc, extra=self._extra("lease_lost"))
+            return Defer(delay_seconds=1, reason="lease lost")
 
     # -- the branches -------------------------------------------------------------
 
@@ -150,7 +171,7 @@ class _Attempt:
     def _checksum(self) -> str:
         if self.request.checksum and self.granule.download_retries == 0:
             return self.request.checksum
-        return self.ports.hub.checksum(self.request.id).lower()
+        return self.ports.hub.checksum(self.request.id, deadline=self.ports.cancellation.deadline()).lower()
 
     def _transfer(self) -> Outcome:
         ports = self.ports
@@ -158,13 +179,16 @@ class _Attempt:
         on_disk = ports.files.final_digest(self.key)
         if on_disk == checksum:
             return self._verified(checksum, transferred=0, seconds=0.0, resumed_from=0)
+        # Recorded before anything is removed: the update checks the lease, so a worker
+        # that lost it stops here (InvalidTransition) and never deletes a file that the
+        # new holder may just have verified.
+        self.granule = ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
         if on_disk is not None:
             _log.warning(
                 "final file does not match its checksum; removed",
                 extra=self._extra("final_file_mismatch", expected=checksum, actual=on_disk),
             )
             ports.files.remove(self.key)
-        self.granule = ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
         started = ports.clock.monotonic()
         self._last_beat = started
         empty = False
@@ -186,12 +210,14 @@ class _Attempt:
                     ports.files.promote(self.key)
                 else:
                     return self._lease_lost()
-        except HubError:
+        except (HubError, DeadlineExceeded):
             if empty:  # nothing to resume: leave no empty file behind
                 ports.files.discard_partial(self.key)
             raise
         except PartialInUse as exc:
-            return self._postpone(str(exc), max(1, min(MAX_DELAY_SECONDS, round(ports.lease_seconds / 3))))
+            delay = max(1, min(MAX_DELAY_SECONDS, round(ports.lease_seconds / 3)))
+            # A writer that never lets go would otherwise defer the granule for ever.
+            return self._postpone(str(exc), delay, spends_budget=True)
         if digest != checksum:
             detail = f"checksum mismatch: expected {checksum}, got {digest}"
             return self._counted(FailureKind.CHECKSUM_MISMATCH, detail)
@@ -201,13 +227,22 @@ class _Attempt:
     def _stream_into(self, partial: Partial) -> int:
         ports = self.ports
         resumed_from = partial.size
-        with ports.hub.open_product(self.request, resumed_from) as stream:
+        # Only held bytes need a validator: with it the hub answers from byte 0 when the
+        # product changed since they arrived, instead of appending the new product's tail.
+        validator = partial.validator if resumed_from else None
+        deadline = ports.cancellation.deadline()
+        with ports.hub.open_product(
+            self.request, resumed_from, validator=validator, deadline=deadline
+        ) as stream:
             if stream.offset != resumed_from:
                 if stream.offset != 0:
                     detail = f"hub answered from byte {stream.offset}, asked for {resumed_from}"
                     raise HubError(FailureKind.BAD_RESPONSE, detail)
                 partial.restart()
                 resumed_from = 0
+            if resumed_from == 0:
+                # Before the first byte, so the stored validator always describes the bytes held.
+                partial.set_validator(stream.validator)
             total = stream.total_size
             ports.progress.transferred(self.request.id, resumed_from, total)
             for chunk in stream.chunks():
@@ -232,6 +267,12 @@ class _Attempt:
                 self.request.id, self.owner, ports.clock.now(), ports.lease_seconds
             ):
                 raise _Stopped(self._lease_lost())
+
+    def _out_of_time(self, exc: DeadlineExceeded) -> Outcome:
+        # Not the hub's fault and not counted: hand the granule back for a later attempt.
+        self.ports.granules.release(self.request.id, self.owner)
+        _log.info("out of time; granule released", extra=self._extra("download_out_of_time", error=str(exc)))
+        return Defer(delay_seconds=0, reason="out of time")
 
     def _lease_lost(self) -> Outcome:
         _log.warning("lease lost to another worker; stopping", extra=self._extra("lease_lost"))
@@ -277,14 +318,36 @@ class _Attempt:
             delay = policy.throttled(exc.retry_after, retries)
         else:
             delay = policy.backoff(retries)
-        return self._postpone(str(exc), delay)
+        return self._postpone(str(exc), delay, spends_budget=policy.spends_deferral_budget(exc.kind))
 
-    def _postpone(self, error: str, delay: int) -> Outcome:
-        self.granule = self.ports.granules.record(
+    def _postpone(self, error: str, delay: int, *, spends_budget: bool) -> Outcome:
+        ports = self.ports
+        if spends_budget and ports.policy.deferred_too_long(self.granule.first_attempt_at, ports.clock.now()):
+            return self._abandon(error)
+        self.granule = ports.granules.record(
             self.request.id, lifecycle.Postpone(owner=self.owner, error=error)
         )
         _log.warning("postponed", extra=self._extra("download_postponed", error=error, delay=delay))
         return Defer(delay_seconds=delay, reason=error)
+
+    def _abandon(self, error: str) -> Outcome:
+        ports = self.ports
+        first = self.granule.first_attempt_at
+        budget = ports.policy.max_defer_seconds
+        self.granule = ports.granules.record(
+            self.request.id, lifecycle.Abandon(owner=self.owner, error=error)
+        )
+        ports.files.remove(self.key)  # after the lease-checked update, as in _give_up
+        _log.error(
+            "deferred past the budget; download failed",
+            extra=self._extra(
+                "download_failed",
+                error=error,
+                first_attempt_at=None if first is None else first.isoformat(),
+                max_defer_seconds=budget,
+            ),
+        )
+        return Failed(reason=f"deferred for more than {budget:g} s since the first attempt; last: {error}")
 
     def _counted(self, kind: FailureKind, detail: str) -> Outcome:
         ports = self.ports

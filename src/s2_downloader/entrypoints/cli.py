@@ -1,4 +1,4 @@
-"""The ``s2-downloader`` command line: migrate, run, status, demo (CONTRACT section 1)."""
+"""The ``s2-downloader`` command line: migrate, run, status, demo (docs/interface.md section 1)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,12 @@ from s2_downloader.entrypoints.progress import (
     TerminalDisplay,
 )
 from s2_downloader.entrypoints.runner import Runner, RunnerSettings
-from s2_downloader.entrypoints.wiring import build, database_url, open_database
+from s2_downloader.entrypoints.sweep import sweep_mount
+from s2_downloader.entrypoints.wiring import build, check_not_fifo, database_url, open_database
 
 __all__ = ["main", "run_command"]
 
 _log = logging.getLogger("s2_downloader.cli")
-
-#: Partial files untouched this long belong to nobody: the sweep at start-up removes them.
-_STALE_PARTIAL_SECONDS = 24 * 3600
 
 
 def _positive(value: str) -> int:
@@ -160,13 +158,15 @@ def run_command(
         configure_logging()
     container = build(settings, concurrency=concurrency)
     try:
-        swept = container.files.sweep_stale_partials(_STALE_PARTIAL_SECONDS)
+        check_not_fifo(container.queues)
+        # An unreadable directory is logged and skipped: it must not stop every start.
+        swept = sweep_mount(settings.efs_mount_dir or "")
         if swept:
             _log.info("swept stale partial files", extra={"event": "partials_swept", "count": swept})
         runner = Runner(
             queue=container.download_queue,
             ports=container.ports,
-            allowed_origins=container.allowed_origins,
+            check_url=container.check_download_url,
             settings=RunnerSettings(concurrency=concurrency, until_empty=until_empty),
             board=board,
         )

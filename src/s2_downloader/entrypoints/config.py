@@ -1,17 +1,17 @@
-"""Settings: CONTRACT section 2, read from the environment once and validated."""
+"""Settings: docs/interface.md section 2, read from the environment once and validated."""
 
 from __future__ import annotations
 
 import math
 import os
-import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Literal, TypeVar
 
 import attrs
 import psycopg.conninfo
 
-from s2_downloader.domain.errors import S2DownloaderError
+from s2_downloader.adapters.urls import check_url
+from s2_downloader.domain.errors import BadRequest, S2DownloaderError
 
 __all__ = ["ConfigError", "HubCredentials", "Settings"]
 
@@ -20,6 +20,7 @@ _T = TypeVar("_T")
 CDSE_CHECKSUM_URL = "https://catalogue.dataspace.copernicus.eu"
 CDSE_ZIPPER_URL = "https://zipper.dataspace.copernicus.eu"
 CDSE_IDENTITY_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+CDSE_DOWNLOAD_HOSTS = frozenset({"download.dataspace.copernicus.eu"})
 
 
 class ConfigError(S2DownloaderError):
@@ -39,10 +40,43 @@ class HubCredentials:
 
 
 def _url(name: str, value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(name, f"expected an http(s) URL, got {value[:80]!r}")
+    # The same rules as a message's download_url: a port out of range, an unclosed IPv6
+    # bracket or user info is refused here, naming the variable, not later with exit 1.
+    try:
+        check_url(value)
+    except BadRequest as exc:
+        raise ConfigError(name, f"expected an http(s) URL: {exc.reason}") from None
     return value.rstrip("/")
+
+
+def _queue_url(name: str, value: str) -> str:
+    url = _url(name, value)
+    if url.lower().endswith(".fifo"):
+        raise ConfigError(
+            name,
+            "a FIFO queue: retries and deferrals are re-sent with a per-message delay, "
+            "which FIFO queues do not support; use a standard queue",
+        )
+    return url
+
+
+def _hosts(name: str, value: str) -> frozenset[str]:
+    hosts: set[str] = set()
+    for item in value.split(","):
+        host = item.strip().lower()
+        if not host:
+            continue
+        try:
+            origin = check_url(f"https://{host}/")
+        except BadRequest:
+            origin = None
+        # A bare host name: no port, no path, no scheme (always reached over https).
+        if origin is None or origin[1] != host or origin[2] != 443:
+            raise ConfigError(name, f"expected comma-separated host names, got {item.strip()[:80]!r}")
+        hosts.add(host)
+    if not hosts:
+        raise ConfigError(name, "no host name given")
+    return frozenset(hosts)
 
 
 def _number(kind: Callable[[str], _T], minimum: float) -> Callable[[str, str], _T]:
@@ -74,7 +108,9 @@ class Settings:
     copernicus_checksum_url: str = CDSE_CHECKSUM_URL
     copernicus_zipper_url: str = CDSE_ZIPPER_URL
     copernicus_identity_url: str = CDSE_IDENTITY_URL
+    copernicus_download_hosts: frozenset[str] = CDSE_DOWNLOAD_HOSTS
     max_download_retries: int = 10
+    max_defer_seconds: float = 172800.0
     retry_delay_seconds: float = 60.0
     lease_seconds: float = 900.0
     http_connect_timeout: float = 10.0
@@ -82,7 +118,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read CONTRACT section 2 from ``env`` (the process environment by default)."""
+        """Read docs/interface.md section 2 from ``env`` (the process environment by default)."""
         env = os.environ if env is None else env
 
         def get(name: str) -> str | None:
@@ -93,17 +129,21 @@ class Settings:
             value = get(name)
             return default if value is None else parse(name, value)
 
+        def secret(name: str) -> str | None:
+            # Whitespace may be part of a password: only an empty value counts as unset.
+            return env.get(name) or None
+
         hub_api = (get("HUB_API") or "dhus").lower()
         if hub_api not in {"dhus", "cdse"}:
             raise ConfigError("HUB_API", f"expected 'dhus' or 'cdse', got {hub_api[:20]!r}")
-        username, password = get("SCIHUB_USERNAME"), get("SCIHUB_PASSWORD")
+        username, password = get("SCIHUB_USERNAME"), secret("SCIHUB_PASSWORD")
         if username and password is None:
             raise ConfigError("SCIHUB_PASSWORD", "missing while SCIHUB_USERNAME is set")
         return cls(
-            database_url=_database_url(get),
+            database_url=_database_url(get, secret),
             db_secret_arn=get("DB_CONNECTION_SECRET_ARN"),
-            download_queue_url=parsed("TO_DOWNLOAD_SQS_QUEUE_URL", _url, None),
-            upload_queue_url=parsed("TO_UPLOAD_SQS_QUEUE_URL", _url, None),
+            download_queue_url=parsed("TO_DOWNLOAD_SQS_QUEUE_URL", _queue_url, None),
+            upload_queue_url=parsed("TO_UPLOAD_SQS_QUEUE_URL", _queue_url, None),
             efs_mount_dir=get("EFS_MOUNT_DIR"),
             hub_api="cdse" if hub_api == "cdse" else "dhus",
             scihub_url=parsed("SCIHUB_URL", _url, "https://scihub.copernicus.eu"),
@@ -112,7 +152,9 @@ class Settings:
             copernicus_checksum_url=parsed("COPERNICUS_CHECKSUM_URL", _url, CDSE_CHECKSUM_URL),
             copernicus_zipper_url=parsed("COPERNICUS_ZIPPER_URL", _url, CDSE_ZIPPER_URL),
             copernicus_identity_url=parsed("COPERNICUS_IDENTITY_URL", _url, CDSE_IDENTITY_URL),
+            copernicus_download_hosts=parsed("COPERNICUS_DOWNLOAD_HOSTS", _hosts, CDSE_DOWNLOAD_HOSTS),
             max_download_retries=parsed("MAX_DOWNLOAD_RETRIES", _number(int, 0), 10),
+            max_defer_seconds=parsed("MAX_DEFER_SECONDS", _number(float, 0), 172800.0),
             retry_delay_seconds=parsed("RETRY_DELAY_SECONDS", _number(float, 0), 60.0),
             lease_seconds=parsed("LEASE_SECONDS", _number(float, 1), 900.0),
             http_connect_timeout=parsed("HTTP_CONNECT_TIMEOUT", _number(float, 0.001), 10.0),
@@ -144,7 +186,7 @@ class Settings:
             )
 
 
-def _database_url(get: Callable[[str], str | None]) -> str | None:
+def _database_url(get: Callable[[str], str | None], secret: Callable[[str], str | None]) -> str | None:
     url = get("DATABASE_URL")
     if url is not None:
         try:
@@ -164,7 +206,7 @@ def _database_url(get: Callable[[str], str | None]) -> str | None:
         "host": get("PG_HOST") or "localhost",
         "port": port,
         "user": user,
-        "password": get("PG_PASSWORD"),
+        "password": secret("PG_PASSWORD"),
         "dbname": dbname,
     }
     return " ".join(f"{k}={_quote(v)}" for k, v in parts.items() if v is not None)

@@ -6,17 +6,48 @@ Shared by the Lambda handler and the local runner so both treat a message alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+import math
+import threading
+import time
+from collections.abc import Callable
 
 import attrs
 
+from s2_downloader.adapters.sqs import MAX_DELAY_SECONDS
 from s2_downloader.adapters.wire import parse_download_message
 from s2_downloader.domain import Defer, Done, Failed, Outcome, Ports, Reject, RetryLater, handle
-from s2_downloader.domain.errors import BadRequest
+from s2_downloader.domain.errors import BadRequest, FileStoreError, QueueError, StoreError
 
-__all__ = ["Action", "Delete", "HandBack", "LeaveForRedrive", "Resend", "action_for", "outcome_for"]
+__all__ = [
+    "INFRASTRUCTURE_ERRORS",
+    "Action",
+    "Delete",
+    "HandBack",
+    "LeaveForRedrive",
+    "Outage",
+    "Resend",
+    "Result",
+    "Unavailable",
+    "action_for",
+    "outcome_for",
+]
 
 _log = logging.getLogger("s2_downloader.dispatch")
+
+#: Our own infrastructure failing (the database, the mount, the upload queue): not the
+#: message's fault, so its receive count must not pay for it.
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (StoreError, FileStoreError, QueueError)
+
+
+@attrs.frozen(kw_only=True)
+class Unavailable:
+    """The message could not be handled because our own infrastructure failed."""
+
+    reason: str
+
+
+#: What handling one message came to: the use case's outcome, or an outage of ours.
+Result = Outcome | Unavailable
 
 
 @attrs.frozen(kw_only=True)
@@ -49,11 +80,15 @@ Action = Delete | Resend | HandBack | LeaveForRedrive
 
 
 def outcome_for(
-    body: str, ports: Ports, allowed_origins: Collection[tuple[str, str, int]], *, message_id: str = ""
-) -> Outcome:
-    """Parse ``body`` and run the use case on it; bad input becomes ``Reject``, never an exception."""
+    body: str, ports: Ports, check_url: Callable[[str], object], *, message_id: str = ""
+) -> Result:
+    """Parse ``body`` and run the use case on it.
+
+    Bad input becomes ``Reject`` and an infrastructure error ``Unavailable``, never an
+    exception; anything else raised is a bug and propagates.
+    """
     try:
-        request = parse_download_message(body, allowed_origins)
+        request = parse_download_message(body, check_url)
     except BadRequest as exc:
         _log.warning(
             "bad download message: %s",
@@ -61,12 +96,19 @@ def outcome_for(
             extra={"event": "bad_message", "message_id": message_id, "reason": exc.reason},
         )
         return Reject(reason=exc.reason)
-    return handle(request, ports)
+    try:
+        return handle(request, ports)
+    except INFRASTRUCTURE_ERRORS as exc:
+        # Logged once per outage by the caller's Outage, not once per message here.
+        return Unavailable(reason=f"{type(exc).__name__}: {exc}")
 
 
-def action_for(outcome: Outcome) -> Action:
-    """What the queue should do with the message that led to ``outcome``."""
-    match outcome:
+def action_for(result: Result, *, outage_delay: int = 60) -> Action:
+    """What the queue should do with the message that led to ``result``.
+
+    ``outage_delay`` is how long a message handed back during an outage stays hidden.
+    """
+    match result:
         case Done():
             return Delete()
         case RetryLater(delay_seconds=delay) | Defer(delay_seconds=delay) if delay > 0:
@@ -75,3 +117,79 @@ def action_for(outcome: Outcome) -> Action:
             return HandBack()
         case Failed() | Reject():
             return LeaveForRedrive()
+        case Unavailable():
+            return Resend(delay_seconds=max(1, outage_delay))
+
+
+@attrs.define
+class Outage:
+    """Whether a dependency is down, with a growing back-off, logged once as it starts and ends.
+
+    ``failed`` and ``recovered`` may be called from many threads: however many messages
+    fail during one outage, the log gets one line when it starts and one when it ends.
+    """
+
+    what: str
+    base_seconds: float = 2.0
+    max_seconds: float = 120.0
+    #: A message handed back during the outage stays hidden at least this long.
+    min_resend_seconds: int = 10
+    clock: Callable[[], float] = time.monotonic
+    _started: float | None = None
+    _level: int = 0
+    _failures: int = 0
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    @property
+    def active(self) -> bool:
+        """Whether an outage is going on."""
+        return self._started is not None
+
+    def failed(self, reason: str) -> None:
+        """Note one failure; the first of an outage is logged."""
+        with self._lock:
+            self._failures += 1
+            if self._started is not None:
+                return
+            self._started = self.clock()
+            self._level = 0
+        _log.warning(
+            "%s unavailable; backing off: %s",
+            self.what,
+            reason,
+            extra={"event": "outage_started", "component": self.what, "reason": reason},
+        )
+
+    def pause(self) -> float:
+        """Seconds to wait before trying again; doubles with each call during one outage."""
+        with self._lock:
+            seconds = min(self.max_seconds, self.base_seconds * 2.0 ** min(self._level, 32))
+            self._level += 1
+            return seconds
+
+    def resend_delay(self) -> int:
+        """How long a message handed back now stays hidden: the current back-off, or the minimum."""
+        with self._lock:
+            seconds = self.base_seconds * 2.0 ** min(self._level, 32)
+        return min(MAX_DELAY_SECONDS, max(self.min_resend_seconds, math.ceil(seconds)))
+
+    def recovered(self) -> None:
+        """Note a success; the end of an outage is logged."""
+        with self._lock:
+            if self._started is None:
+                return
+            seconds = self.clock() - self._started
+            failures = self._failures
+            self._started, self._level, self._failures = None, 0, 0
+        _log.warning(
+            "%s available again after %.0f s (%d failures)",
+            self.what,
+            seconds,
+            failures,
+            extra={
+                "event": "outage_ended",
+                "component": self.what,
+                "seconds": round(seconds, 3),
+                "failures": failures,
+            },
+        )

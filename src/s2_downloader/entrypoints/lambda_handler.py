@@ -1,13 +1,17 @@
-"""The AWS Lambda handler (CONTRACT section 7): a thin SQS batch handler with partial batch response.
+"""The AWS Lambda handler: a thin SQS batch handler with partial batch response.
 
 Adapters are built once per execution environment and reused by every invocation.
+
+Time: every hub call of a record gets the deadline ``now + remaining - margin`` and ends
+by then (``DeadlineExceeded``, the record handed back uncounted). The margin is for
+what the deadline does not bound: see ``wiring.LAMBDA_STOP_MARGIN_SECONDS``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -19,21 +23,25 @@ from s2_downloader.entrypoints.dispatch import (
     Delete,
     HandBack,
     LeaveForRedrive,
+    Outage,
     Resend,
+    Result,
+    Unavailable,
     action_for,
     outcome_for,
 )
 from s2_downloader.entrypoints.logs import configure_logging
-from s2_downloader.entrypoints.wiring import Container, build
+from s2_downloader.entrypoints.sweep import PartialSweep
+from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS, Container, build, check_not_fifo
 
 __all__ = ["LambdaContext", "handler", "process_batch"]
 
 _log = logging.getLogger("s2_downloader.lambda")
 
-#: Below this much remaining time a record is not started, and a running one is handed back.
-_STOP_MARGIN_SECONDS = 20.0
-
 _container: Container | None = None
+_sweep: PartialSweep | None = None
+#: Outages outlive an invocation: one line when the database goes down, one when it is back.
+_outage = Outage("granule store, file store or upload queue")
 
 
 class LambdaContext(Protocol):
@@ -51,10 +59,14 @@ class Requeue(Protocol):
         """Send ``body`` hidden for ``delay_seconds``."""
         ...
 
+    def send_batch(self, entries: Sequence[tuple[str, int]]) -> list[bool]:
+        """Send each ``(body, delay_seconds)``; which were accepted, in order."""
+        ...
+
 
 @attrs.frozen
 class _Deadline:
-    """Set once the invocation is about to run out of time (the use case's Cancellation)."""
+    """The use case's Cancellation: the invocation's end, less the stop margin."""
 
     remaining_ms: Callable[[], int]
     margin: float
@@ -62,20 +74,36 @@ class _Deadline:
     def is_set(self) -> bool:
         return self.remaining_ms() / 1000 < self.margin
 
+    def deadline(self) -> float:
+        """The monotonic instant every hub call must end by."""
+        return time.monotonic() + self.remaining_ms() / 1000 - self.margin
+
 
 def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[dict[str, str]]]:
     """Handle an SQS batch; name only the records to retry in ``batchItemFailures``."""
-    global _container  # noqa: PLW0603 - one container per execution environment, by design
+    global _container, _sweep  # noqa: PLW0603 - one container per execution environment, by design
     if _container is None:
         configure_logging()
-        _container = build(Settings.from_env(), concurrency=1)
-    return process_batch(
+        container = build(Settings.from_env(), concurrency=1, long_poll=False)
+        check_not_fifo(container.queues)
+        _container = container
+        _sweep = PartialSweep(mount=container.settings.efs_mount_dir or "")
+    response = process_batch(
         event,
         context,
         ports=_container.ports,
         requeue=_container.download_queue,
-        allowed_origins=_container.allowed_origins,
+        check_url=_container.check_download_url,
+        outage=_outage,
     )
+    if _sweep is not None and context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
+        # One granule directory per invocation: the whole mount over many invocations, cheaply.
+        _sweep.step()
+    return response
+
+
+#: The sweep of one directory is a few metadata calls; skipped when time is this short.
+_SWEEP_MIN_SECONDS = 5.0
 
 
 def process_batch(
@@ -84,25 +112,59 @@ def process_batch(
     *,
     ports: Ports,
     requeue: Requeue,
-    allowed_origins: Collection[tuple[str, str, int]],
-    margin_seconds: float = _STOP_MARGIN_SECONDS,
+    check_url: Callable[[str], object],
+    margin_seconds: float = LAMBDA_STOP_MARGIN_SECONDS,
+    outage: Outage | None = None,
 ) -> dict[str, list[dict[str, str]]]:
-    """Run each record through the use case; return the partial batch response."""
+    """Run each record through the use case; return the partial batch response.
+
+    Records left when time runs out, or after an infrastructure outage showed itself in
+    this invocation, are not tried: they are re-added as fresh messages in one call.
+    """
+    outage = Outage("granule store, file store or upload queue") if outage is None else outage
     deadline = _Deadline(context.get_remaining_time_in_millis, margin_seconds)
     ports = attrs.evolve(ports, cancellation=deadline)
     failures: list[dict[str, str]] = []
-    for record in event.get("Records", []):
-        message_id = str(record.get("messageId", ""))
-        if deadline.is_set():
+    records = [record for record in event.get("Records", []) if isinstance(record, Mapping)]
+    if records and deadline.is_set():
+        # Nothing can ever run: every invocation would hand its whole batch back.
+        _log.error(
+            "less time left than the stop margin of %.0f s: raise the function's timeout",
+            margin_seconds,
+            extra={"event": "timeout_too_short", "margin_seconds": margin_seconds},
+        )
+    down = False
+    for index, record in enumerate(records):
+        if deadline.is_set() or down:
+            rest = records[index:]
+            delay = outage.resend_delay() if down else 0
             _log.info(
-                "no time left; record handed back", extra={"event": "handed_back", "message_id": message_id}
+                "records handed back untried",
+                extra={
+                    "event": "handed_back",
+                    "count": len(rest),
+                    "reason": "infrastructure unavailable" if down else "no time left",
+                },
             )
-            done = _requeue(record, message_id, requeue, 0)
-        else:
-            done = _handle_record(record, message_id, ports, requeue, allowed_origins)
+            failures += _requeue_all(rest, requeue, delay)
+            break
+        message_id = str(record.get("messageId", ""))
+        result = _handle_record(record, message_id, ports, check_url)
+        if isinstance(result, Unavailable):
+            outage.failed(result.reason)
+            outage.pause()  # grows the delay of the messages handed back during this outage
+            down = True
+        elif result is not None:
+            outage.recovered()
+        done = _settle(record, message_id, result, requeue, outage)
         if not done:
             failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}
+
+
+def _body(record: Mapping[str, Any]) -> str:
+    body = record.get("body")
+    return body if isinstance(body, str) else ""
 
 
 def _requeue(record: Mapping[str, Any], message_id: str, requeue: Requeue, delay: int) -> bool:
@@ -112,7 +174,7 @@ def _requeue(record: Mapping[str, Any], message_id: str, requeue: Requeue, delay
     spend the receive count that the dead-letter redrive keeps for poison messages.
     """
     try:
-        requeue.send(str(record.get("body", "")), delay)
+        requeue.send(_body(record), delay)
     except QueueError:
         _log.exception(
             "could not re-add the message", extra={"event": "requeue_failed", "message_id": message_id}
@@ -121,34 +183,50 @@ def _requeue(record: Mapping[str, Any], message_id: str, requeue: Requeue, delay
     return True
 
 
+def _requeue_all(records: Sequence[Mapping[str, Any]], requeue: Requeue, delay: int) -> list[dict[str, str]]:
+    """Re-add every record in one call; the batch item failures for those that could not be."""
+    ids = [str(record.get("messageId", "")) for record in records]
+    try:
+        accepted = requeue.send_batch([(_body(record), delay) for record in records])
+    except QueueError:
+        _log.exception("could not re-add the messages", extra={"event": "requeue_failed", "count": len(ids)})
+        accepted = [False] * len(ids)
+    return [{"itemIdentifier": message_id} for message_id, ok in zip(ids, accepted, strict=True) if not ok]
+
+
 def _handle_record(
     record: Mapping[str, Any],
     message_id: str,
     ports: Ports,
-    requeue: Requeue,
-    allowed_origins: Collection[tuple[str, str, int]],
-) -> bool:
-    """True when the record is finished with (Lambda deletes it), False to leave it to the queue."""
-    body = record.get("body")
+    check_url: Callable[[str], object],
+) -> Result | None:
+    """The record's result, or None when handling it raised (a bug: logged with its trace)."""
     started = time.monotonic()
     try:
-        outcome = outcome_for(
-            body if isinstance(body, str) else "", ports, allowed_origins, message_id=message_id
-        )
+        result = outcome_for(_body(record), ports, check_url, message_id=message_id)
     except Exception:  # noqa: BLE001 - logged with its trace; the record comes back after its visibility timeout
         _log.exception("record failed", extra={"event": "record_failed", "message_id": message_id})
-        return False
+        return None
     _log.info(
         "record handled",
         extra={
             "event": "record_handled",
             "message_id": message_id,
-            "outcome": type(outcome).__name__.lower(),
-            "reason": getattr(outcome, "reason", ""),
+            "outcome": type(result).__name__.lower(),
+            "reason": getattr(result, "reason", ""),
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    match action_for(outcome):
+    return result
+
+
+def _settle(
+    record: Mapping[str, Any], message_id: str, result: Result | None, requeue: Requeue, outage: Outage
+) -> bool:
+    """True when the record is finished with (Lambda deletes it), False to leave it to the queue."""
+    if result is None:
+        return False
+    match action_for(result, outage_delay=outage.resend_delay()):
         case Delete():
             return True
         case Resend(delay_seconds=delay):

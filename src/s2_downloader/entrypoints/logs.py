@@ -1,4 +1,4 @@
-"""JSON log lines (CONTRACT section 8): one object per record, secrets scrubbed."""
+"""JSON log lines (docs/interface.md section 8): one object per record, secrets scrubbed."""
 
 from __future__ import annotations
 

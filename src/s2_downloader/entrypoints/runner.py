@@ -5,20 +5,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 import attrs
 
 from s2_downloader.adapters.sqs import QueueCounts, ReceiptExpired, ReceivedMessage
+from s2_downloader.adapters.wire import peek_granule_id
 from s2_downloader.domain import Outcome, Ports
 from s2_downloader.domain.errors import QueueError
 from s2_downloader.entrypoints.dispatch import (
     Delete,
     HandBack,
     LeaveForRedrive,
+    Outage,
     Resend,
+    Result,
+    Unavailable,
     action_for,
     outcome_for,
 )
@@ -73,6 +77,11 @@ class RunnerSettings:
     #: Hide received messages this long, renewed while they are worked on; None: the queue's own.
     visibility_seconds: int | None = None
     grace_seconds: float = 10.0
+    #: ``until_empty`` stops after this many consecutive empty readings of the queue's counts,
+    #: each at least ``empty_interval`` seconds after the one before (SQS's counts are
+    #: approximate, and each is taken at its own instant).
+    empty_readings: int = 3
+    empty_interval: float = 1.0
 
 
 @attrs.define
@@ -82,16 +91,29 @@ class _InFlight:
     future: Future[None] | None = None
 
 
-def _granule_id_of(body: str) -> str | None:
-    # Only for the display and logs; the real parse happens in dispatch.
-    import json  # noqa: PLC0415 - keep the hot import list short
+@attrs.define
+class _Cancellation:
+    """The runner's Cancellation: set when the grace period is over.
 
-    try:
-        raw = json.loads(body)
-    except ValueError:
-        return None
-    value = raw.get("id") if isinstance(raw, dict) else None
-    return value if isinstance(value, str) else None
+    Until ``stop``, hub calls have no deadline of their own (their timeouts bound them);
+    after it, every hub call started during the grace period must end with it, so that
+    a download still running then can be handed back at once.
+    """
+
+    _event: threading.Event = attrs.field(factory=threading.Event)
+    _deadline: float | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    def start_grace(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
 
 
 @attrs.define
@@ -100,11 +122,16 @@ class Runner:
 
     queue: MessageQueue
     ports: Ports
-    allowed_origins: Collection[tuple[str, str, int]]
+    check_url: Callable[[str], object]
     settings: RunnerSettings = attrs.field(factory=RunnerSettings)
     board: ProgressBoard = attrs.field(factory=ProgressBoard)
     stopping: threading.Event = attrs.field(factory=threading.Event)
-    cancel: threading.Event = attrs.field(factory=threading.Event)
+    cancel: _Cancellation = attrs.field(factory=_Cancellation)
+    #: The database, the mount or the upload queue failing; while it lasts, one message at a time.
+    outage: Outage = attrs.field(factory=lambda: Outage("granule store, file store or upload queue"))
+    #: The download queue itself failing.
+    queue_outage: Outage = attrs.field(factory=lambda: Outage("download queue"))
+    #: Keyed by receipt handle: a redelivered message is a second entry, with its own renewals.
     _inflight: dict[str, _InFlight] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
     _slot_freed: threading.Event = attrs.field(factory=threading.Event)
@@ -118,6 +145,7 @@ class Runner:
 
     def stop(self) -> None:
         """Stop receiving (a signal handler calls this); in-flight work gets a grace period."""
+        self.cancel.start_grace(self.settings.grace_seconds)
         self.stopping.set()
         self._slot_freed.set()
 
@@ -156,11 +184,19 @@ class Runner:
 
     def _receive_loop(self, pool: ThreadPoolExecutor) -> None:
         settings = self.settings
+        empty = _EmptyWatch(readings=settings.empty_readings, interval=settings.empty_interval)
         while not self.stopping.is_set():
             free = settings.concurrency - self._active()
+            if self.outage.active:
+                # One message at a time until one gets through: a probe, after a growing pause.
+                if self._active():
+                    self._wait_for_slot()
+                    continue
+                if self.stopping.wait(self.outage.pause()):
+                    return
+                free = 1
             if free <= 0:
-                self._slot_freed.wait(0.5)
-                self._slot_freed.clear()
+                self._wait_for_slot()
                 continue
             try:
                 messages = self.queue.receive(
@@ -169,17 +205,26 @@ class Runner:
                     visibility_timeout=self._visibility,
                 )
             except QueueError as exc:
-                _log.warning("receive failed: %s", exc, extra={"event": "receive_failed"})
-                self.stopping.wait(2.0)
+                self.queue_outage.failed(str(exc))
+                self.stopping.wait(self.queue_outage.pause())
                 continue
+            self.queue_outage.recovered()
             for message in messages:
                 if self.stopping.is_set():
                     self._hand_back(message)
                     continue
                 self._start(pool, message)
-            if settings.until_empty and not messages and self._active() == 0 and self._queue_empty():
+            if not settings.until_empty:
+                continue
+            if messages or self._active():
+                empty.reset()
+            elif empty.check(self._queue_empty):
                 _log.info("queue is empty", extra={"event": "queue_empty"})
                 return
+
+    def _wait_for_slot(self) -> None:
+        self._slot_freed.wait(0.5)
+        self._slot_freed.clear()
 
     def _queue_empty(self) -> bool:
         try:
@@ -193,7 +238,7 @@ class Runner:
             return len(self._inflight)
 
     def _start(self, pool: ThreadPoolExecutor, message: ReceivedMessage) -> None:
-        entry = _InFlight(message=message, granule_id=_granule_id_of(message.body))
+        entry = _InFlight(message=message, granule_id=peek_granule_id(message.body))
         _log.info(
             "message received",
             extra={
@@ -204,7 +249,7 @@ class Runner:
             },
         )
         with self._lock:
-            self._inflight[message.message_id] = entry
+            self._inflight[message.receipt_handle] = entry
         entry.future = pool.submit(self._work, entry)
 
     # -- working ------------------------------------------------------------------
@@ -213,14 +258,17 @@ class Runner:
         message = entry.message
         outcome_name = "error"
         try:
-            outcome = outcome_for(
-                message.body, self.ports, self.allowed_origins, message_id=message.message_id
-            )
-            outcome_name = _name(outcome)
+            result = outcome_for(message.body, self.ports, self.check_url, message_id=message.message_id)
+            if isinstance(result, Unavailable):
+                self.outage.failed(result.reason)
+                outcome_name = "unavailable"
+            else:
+                self.outage.recovered()
+                outcome_name = _name(result)
             # Out of the heartbeat's sight first, so it cannot hide a message just handed back.
             with self._lock:
-                self._inflight.pop(message.message_id, None)
-            self._settle(message, outcome)
+                self._inflight.pop(message.receipt_handle, None)
+            self._settle(message, result)
         except Exception:  # noqa: BLE001 - logged with its trace; one message must not stop the runner
             # Left alone, the message comes back after its visibility timeout.
             _log.exception(
@@ -233,12 +281,12 @@ class Runner:
             )
         finally:
             with self._lock:
-                self._inflight.pop(message.message_id, None)
+                self._inflight.pop(message.receipt_handle, None)
             self.board.finished(entry.granule_id, outcome_name)
             self._slot_freed.set()
 
-    def _settle(self, message: ReceivedMessage, outcome: Outcome) -> None:
-        action = action_for(outcome)
+    def _settle(self, message: ReceivedMessage, result: Result) -> None:
+        action = action_for(result, outage_delay=self.outage.resend_delay())
         try:
             match action:
                 case Delete():
@@ -268,6 +316,9 @@ class Runner:
                 "message was redelivered meanwhile; its new holder settles it",
                 extra={"event": "receipt_expired", "message_id": message.message_id},
             )
+        except QueueError as exc:
+            # The message comes back after its visibility timeout; the outage is logged once.
+            self.queue_outage.failed(str(exc))
 
     def _hand_back(self, message: ReceivedMessage) -> None:
         try:
@@ -283,8 +334,10 @@ class Runner:
             for entry in entries:
                 try:
                     self.queue.change_visibility(entry.message.receipt_handle, self._visibility)
+                except ReceiptExpired:
+                    continue  # redelivered meanwhile: its new holder renews it
                 except QueueError as exc:
-                    _log.warning("visibility heartbeat failed: %s", exc, extra={"event": "heartbeat_failed"})
+                    self.queue_outage.failed(str(exc))
 
     # -- stopping -----------------------------------------------------------------
 
@@ -299,6 +352,29 @@ class Runner:
                 extra={"event": "handing_back", "in_flight": self._active()},
             )
             self.cancel.set()
+
+
+@attrs.define
+class _EmptyWatch:
+    """Counts consecutive empty readings of the queue, each ``interval`` after the last."""
+
+    readings: int
+    interval: float
+    clock: Callable[[], float] = time.monotonic
+    _streak: int = 0
+    _last: float | None = None
+
+    def reset(self) -> None:
+        self._streak, self._last = 0, None
+
+    def check(self, is_empty: Callable[[], bool]) -> bool:
+        """Take a reading if one is due; True once ``readings`` in a row were empty."""
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
+        self._streak = self._streak + 1 if is_empty() else 0
+        return self._streak >= self.readings
 
 
 _NAMES = {

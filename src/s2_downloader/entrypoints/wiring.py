@@ -9,7 +9,8 @@ import random
 import socket
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 import boto3
@@ -26,7 +27,46 @@ from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.domain import Ports, RetryPolicy
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
 
-__all__ = ["Container", "SystemClock", "build", "database_url", "open_database"]
+__all__ = [
+    "LAMBDA_STOP_MARGIN_SECONDS",
+    "Container",
+    "SystemClock",
+    "build",
+    "check_not_fifo",
+    "database_url",
+    "open_database",
+]
+
+#: How long a caller waits for a pooled database connection (``open_pool``'s ``timeout``).
+DB_POOL_TIMEOUT_SECONDS = 10.0
+#: The ``statement_timeout`` that ``adapters.postgres.open_pool`` sets on every connection.
+DB_STATEMENT_TIMEOUT_SECONDS = 60.0
+
+#: SQS client for the runner: long polls last up to 20 s, so the read timeout outlasts one.
+_RUNNER_SQS = {"connect_timeout": 5, "read_timeout": 30, "max_attempts": 4}
+#: SQS client for the Lambda, which never long-polls: every call must end well inside the
+#: stop margin below.
+_LAMBDA_SQS = {"connect_timeout": 3, "read_timeout": 10, "max_attempts": 2}
+#: botocore's standard retry mode sleeps at most this long before its second attempt.
+_SQS_RETRY_PAUSE_SECONDS = 2.0
+
+
+def _sqs_step_seconds(config: dict[str, int]) -> float:
+    attempts = config["max_attempts"]
+    per_attempt = config["connect_timeout"] + config["read_timeout"]
+    return attempts * per_attempt + (attempts - 1) * _SQS_RETRY_PAUSE_SECONDS
+
+
+#: What the Lambda keeps back from its remaining time. Hub calls are bounded by the
+#: deadline (remaining time less this margin), but three steps that may follow the stop
+#: are not: one database statement (waiting for a connection, then up to the statement
+#: timeout: a heartbeat in progress or the release of the lease), re-adding the record
+#: being worked on, and re-adding the records not yet started (one batched call). With
+#: the values above: 70 + 2 x 28 + 4 = 130 s. A function timeout shorter than this
+#: hands every record back untried.
+LAMBDA_STOP_MARGIN_SECONDS = (
+    DB_POOL_TIMEOUT_SECONDS + DB_STATEMENT_TIMEOUT_SECONDS + 2 * _sqs_step_seconds(_LAMBDA_SQS) + 4.0
+)
 
 
 @attrs.frozen
@@ -91,7 +131,7 @@ def hub_credentials(settings: Settings) -> HubCredentials:
 
 def open_database(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Any]:
     """A checked connection pool on the configured database."""
-    return open_pool(database_url(settings), max_size=max_size)
+    return open_pool(database_url(settings), max_size=max_size, timeout=DB_POOL_TIMEOUT_SECONDS)
 
 
 def _hub(settings: Settings, http: urllib3.PoolManager) -> DhusHub | CdseHub:
@@ -111,6 +151,7 @@ def _hub(settings: Settings, http: urllib3.PoolManager) -> DhusHub | CdseHub:
             tokens=tokens,
             checksum_url=settings.copernicus_checksum_url,
             zipper_url=settings.copernicus_zipper_url,
+            download_hosts=settings.copernicus_download_hosts,
             connect_timeout=connect,
             read_timeout=read,
         )
@@ -139,9 +180,17 @@ class Container:
     ports: Ports
 
     @property
-    def allowed_origins(self) -> frozenset[tuple[str, str, int]]:
-        """Origins a message's download_url may name."""
-        return self.hub.allowed_origins
+    def check_download_url(self) -> Callable[[str], None]:
+        """The hub's rule for a message's download_url: raises ``BadRequest`` unless it is acceptable."""
+        return self.hub.accepts_download_url
+
+    @property
+    def queues(self) -> dict[str, SqsQueue]:
+        """The queues by the variable that names them."""
+        return {
+            "TO_DOWNLOAD_SQS_QUEUE_URL": self.download_queue,
+            "TO_UPLOAD_SQS_QUEUE_URL": self.uploads.queue,
+        }
 
     def close(self) -> None:
         """Close the pools."""
@@ -149,23 +198,45 @@ class Container:
         self.http.clear()
 
 
-def build(settings: Settings, *, concurrency: int = 15) -> Container:
-    """Build the worker's adapters from ``settings``; raises ConfigError for what is missing."""
+class _Queue(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def is_fifo(self) -> bool: ...
+
+
+def check_not_fifo(queues: Mapping[str, _Queue]) -> None:
+    """Raise ConfigError naming the variable of the first FIFO queue: per-message delays do not work there."""
+    for variable, queue in queues.items():
+        if queue.is_fifo():
+            raise ConfigError(
+                variable,
+                f"{queue.name} is a FIFO queue: retries and deferrals are re-sent with a "
+                "per-message delay, which FIFO queues do not support; use a standard queue",
+            )
+
+
+def build(settings: Settings, *, concurrency: int = 15, long_poll: bool = True) -> Container:
+    """Build the worker's adapters from ``settings``; raises ConfigError for what is missing.
+
+    ``long_poll``: the runner's SQS client (long polls); False for the Lambda's, whose
+    every call is short (``LAMBDA_STOP_MARGIN_SECONDS`` counts on it).
+    """
     settings.require_worker()
     download_url, upload_url = settings.download_queue_url or "", settings.upload_queue_url or ""
     # Pools sized for the concurrency so no download waits for a connection.
     http = urllib3.PoolManager(num_pools=4, maxsize=concurrency + 2)
     hub = _hub(settings, http)
     db_pool = open_database(settings, max_size=concurrency + 2)
-    # SQS long polls last up to 20 s: the read timeout must outlast one.
+    timeouts = _RUNNER_SQS if long_poll else _LAMBDA_SQS
     sqs_config = Config(
         max_pool_connections=concurrency + 5,
-        connect_timeout=5,
-        read_timeout=30,
-        retries={"max_attempts": 4, "mode": "standard"},
+        connect_timeout=timeouts["connect_timeout"],
+        read_timeout=timeouts["read_timeout"],
+        retries={"max_attempts": timeouts["max_attempts"], "mode": "standard"},
     )
     sqs = boto3.session.Session().client("sqs", config=sqs_config)
-    granules = PostgresGranuleStore(pool=db_pool)
+    granules = PostgresGranuleStore(pool=db_pool, max_retries=settings.max_download_retries)
     files = EfsFileStore(mount=settings.efs_mount_dir or "")
     download_queue = SqsQueue(client=sqs, url=download_url)
     uploads = SqsUploadQueue(queue=SqsQueue(client=sqs, url=upload_url))
@@ -178,6 +249,7 @@ def build(settings: Settings, *, concurrency: int = 15) -> Container:
         policy=RetryPolicy(
             max_retries=settings.max_download_retries,
             base_delay=settings.retry_delay_seconds,
+            max_defer_seconds=settings.max_defer_seconds,
             random=random.SystemRandom().random,
         ),
         new_owner=_new_owner,

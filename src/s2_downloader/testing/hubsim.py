@@ -118,11 +118,19 @@ class Fault:
     seconds: float = 0.0
     location: str = ""
     checksum: bool = False
+    #: Response headers to send instead of (or besides) the simulator's own.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: For ``catalogue_entry``: fields of the catalogue's product entry to replace.
+    entry: tuple[tuple[str, Any], ...] = attrs.field(default=(), eq=False)
+    #: For ``json``: the whole answer to send.
+    document: Any = attrs.field(default=None, eq=False)
 
     @classmethod
-    def status(cls, code: int, *, retry_after: str | None = None) -> Fault:
-        """Answer ``code`` with a small DHuS-style error body (and ``Retry-After`` if given)."""
-        return cls(kind="status", code=code, retry_after=retry_after)
+    def status(
+        cls, code: int, *, retry_after: str | None = None, headers: dict[str, str] | None = None
+    ) -> Fault:
+        """Answer ``code`` with a small DHuS-style error body (and ``Retry-After``, ``headers`` if given)."""
+        return cls(kind="status", code=code, retry_after=retry_after, headers=tuple((headers or {}).items()))
 
     @classmethod
     def accepted(cls) -> Fault:
@@ -184,6 +192,34 @@ class Fault:
         """Publish a checksum value that is not 32 hex digits, once."""
         return cls(kind="malformed_checksum", checksum=True)
 
+    @classmethod
+    def trickle(cls, seconds_per_byte: float = 1.0) -> Fault:
+        """Send the headers at once, then the body one byte every ``seconds_per_byte``.
+
+        Applies to downloads, checksum answers and (with ``add_token_faults``) token answers.
+        """
+        return cls(kind="trickle", seconds=seconds_per_byte)
+
+    @classmethod
+    def with_headers(cls, **headers: str) -> Fault:
+        """Answer as usual, with these headers set (``Content_Length`` for ``Content-Length``).
+
+        A replaced ``Content-Length`` is not sent twice, and the connection closes after
+        the body, since the client cannot know where the body ends.
+        """
+        return cls(kind="headers", headers=tuple((k.replace("_", "-"), v) for k, v in headers.items()))
+
+    @classmethod
+    def catalogue_entry(cls, **fields: Any) -> Fault:
+        """The CDSE catalogue's entry for the product with ``fields`` replaced (``Online=False``,
+        ``Checksum=[]``), once."""
+        return cls(kind="catalogue_entry", entry=tuple(fields.items()), checksum=True)
+
+    @classmethod
+    def json(cls, document: Any, *, code: int = 200) -> Fault:
+        """Answer the checksum request with ``document`` as it is (a recorded answer), once."""
+        return cls(kind="json", code=code, document=document, checksum=True)
+
     def on_checksum(self) -> Fault:
         """This fault aimed at the product's checksum endpoint instead of its download."""
         return attrs.evolve(self, checksum=True)
@@ -226,6 +262,17 @@ class _Entry:
     download_faults: collections.deque[Fault] = attrs.field(factory=collections.deque)
     checksum_faults: collections.deque[Fault] = attrs.field(factory=collections.deque)
     checksum_wrong: bool = False
+    #: "strong", "weak" or "none": the ETag the product's downloads carry.
+    etag: str = "strong"
+    #: POSIX time the product last changed (its Last-Modified), or None to send none.
+    modified: float | None = attrs.field(factory=lambda: float(int(time.time())))
+
+    def etag_value(self) -> str | None:
+        tag = f'"{self.product.md5}"'
+        return {"strong": tag, "weak": f"W/{tag}"}.get(self.etag)
+
+    def last_modified(self) -> str | None:
+        return None if self.modified is None else email.utils.formatdate(self.modified, usegmt=True)
 
 
 class _Server(ThreadingHTTPServer):
@@ -253,6 +300,12 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.server.live_lock:
             self.server.live.add(self.connection)
+
+    def handle(self) -> None:
+        # A client that gives up on a body closes with unread data, so the kernel resets the
+        # connection: waiting for its next request then fails, which is no fault of ours.
+        with contextlib.suppress(ConnectionError):
+            super().handle()
 
     def finish(self) -> None:
         with self.server.live_lock:
@@ -296,6 +349,7 @@ class HubSimulator:
         rate_limit: float | None = None,
         require_auth: bool = True,
         host: str = "127.0.0.1",
+        split_origins: bool = False,
     ) -> None:
         self.username = username
         self._password = password
@@ -304,6 +358,9 @@ class HubSimulator:
         self.rate_limit = rate_limit
         self.require_auth = require_auth
         self._host = host
+        #: CDSE's catalogue and identity service answer only on ``catalogue_url``'s origin,
+        #: its zipper only on ``zipper_url``'s (chosen by the Host header), as in production.
+        self.split_origins = split_origins
         self._lock = threading.Lock()
         self._products: dict[str, _Entry] = {}
         self._token_faults: collections.deque[Fault] = collections.deque()
@@ -375,8 +432,24 @@ class HubSimulator:
 
     @property
     def identity_url(self) -> str:
-        """The CDSE token endpoint (COPERNICUS_IDENTITY_URL)."""
-        return self.base_url + TOKEN_PATH
+        """The CDSE token endpoint (COPERNICUS_IDENTITY_URL), on the catalogue's origin."""
+        return self.catalogue_url + TOKEN_PATH
+
+    @property
+    def catalogue_url(self) -> str:
+        """COPERNICUS_CHECKSUM_URL: with ``split_origins``, ``http://localhost:<port>``.
+
+        The same server as ``zipper_url`` under another host name, so the catalogue and the
+        zipper are different origins, as in production, without a second server.
+        """
+        if self.split_origins and self._host == "127.0.0.1":
+            return f"http://localhost:{self.port}"
+        return self.base_url
+
+    @property
+    def zipper_url(self) -> str:
+        """COPERNICUS_ZIPPER_URL: ``base_url``."""
+        return self.base_url
 
     def dhus_download_url(self, product_id: str) -> str:
         """The DHuS ``$value`` URL of ``product_id``."""
@@ -389,20 +462,57 @@ class HubSimulator:
     # -- scripting ----------------------------------------------------------------
 
     def add_product(
-        self, product_id: str, size: int, *, seed: int | None = None, faults: Iterable[Fault] = ()
+        self,
+        product_id: str,
+        size: int,
+        *,
+        seed: int | None = None,
+        faults: Iterable[Fault] = (),
+        etag: str = "strong",
+        last_modified: bool = True,
     ) -> SimProduct:
-        """Serve ``size`` synthetic bytes as ``product_id`` (same seed, same bytes)."""
+        """Serve ``size`` synthetic bytes as ``product_id`` (same seed, same bytes).
+
+        Downloads carry ``ETag: "<md5>"`` (``etag="weak"``: a weak one; ``"none"``: none)
+        and a ``Last-Modified`` unless ``last_modified=False``; a Range request with an
+        ``If-Range`` that matches neither is answered 200 with the whole product.
+        """
         chosen = _seed_of(product_id) if seed is None else seed
         product = SimProduct(id=product_id, size=size, md5=_md5(chosen, size), seed=chosen)
+        entry = _Entry(product=product, etag=etag)
+        if not last_modified:
+            entry.modified = None
         with self._lock:
-            self._products[product_id] = _Entry(product=product)
+            self._products[product_id] = entry
         self.add_faults(product_id, *faults)
         return product
+
+    def replace_product(self, product_id: str, *, seed: int, size: int | None = None) -> SimProduct:
+        """Change ``product_id``'s content (and so its MD5, ETag and Last-Modified), keeping its faults.
+
+        The hub republishing a product between two attempts: a resume must not splice
+        the old partial onto the new bytes.
+        """
+        with self._lock:
+            entry = self._products[product_id]
+            old = entry.product
+            new_size = old.size if size is None else size
+            entry.product = SimProduct(id=product_id, size=new_size, md5=_md5(seed, new_size), seed=seed)
+            if entry.modified is not None:
+                # HTTP dates have one-second resolution: make the change visible in them.
+                entry.modified = max(entry.modified + 1, float(int(time.time())))
+            return entry.product
 
     def product(self, product_id: str) -> SimProduct:
         """The product added as ``product_id``."""
         with self._lock:
             return self._products[product_id].product
+
+    def validators(self, product_id: str) -> tuple[str | None, str | None]:
+        """The ``ETag`` and ``Last-Modified`` ``product_id``'s downloads carry now (``None``: not sent)."""
+        with self._lock:
+            entry = self._products[product_id]
+            return entry.etag_value(), entry.last_modified()
 
     def content_md5(self, product_id: str) -> str:
         """The MD5 of ``product_id``'s true content, lowercase hex."""
@@ -523,6 +633,10 @@ class _Exchange:
     product_id: str | None = None
     grant_type: str | None = None
     query: dict[str, list[str]] = attrs.field(factory=dict)
+    #: Seconds between body bytes when a ``trickle`` fault applies.
+    trickle: float | None = None
+    #: Headers a ``with_headers`` fault puts on the answer.
+    override: tuple[tuple[str, str], ...] = ()
 
     _WRONG: ClassVar[str] = "0123456789abcdef0123456789abcdef"
 
@@ -532,6 +646,9 @@ class _Exchange:
         parts = urllib.parse.urlsplit(self.handler.path)
         path = urllib.parse.unquote(parts.path)
         self.query = urllib.parse.parse_qs(parts.query)
+        if self.sim.split_origins and not self._on_its_origin(path):
+            self._json(404, {"error": f"no route for {path} on this host"})
+            return
         if self.method == "POST":
             body = self._read_body()
             if path == TOKEN_PATH:
@@ -541,6 +658,17 @@ class _Exchange:
                 self._json(405, {"error": "method not allowed"})
             return
         self._route_get(path)
+
+    def _on_its_origin(self, path: str) -> bool:
+        """Split origins: the zipper answers on ``zipper_url``'s host, catalogue and token on the other."""
+        host = (self.handler.headers.get("Host") or "").lower()
+        catalogue = urllib.parse.urlsplit(self.sim.catalogue_url).netloc
+        zipper = urllib.parse.urlsplit(self.sim.zipper_url).netloc
+        if _ZIPPER.fullmatch(path):
+            return host == zipper
+        if path in (_CATALOGUE, TOKEN_PATH):
+            return host == catalogue
+        return True
 
     def _route_get(self, path: str) -> None:
         if dhus := _DHUS.fullmatch(path):
@@ -650,7 +778,7 @@ class _Exchange:
             return
         product = entry.product
         blake3 = hashlib.sha256(f"{product.id}:{product.seed}".encode()).hexdigest()
-        item = {
+        item: dict[str, Any] = {
             "@odata.mediaContentType": "application/octet-stream",
             "Id": product.id,
             "Name": f"{product.id}.SAFE",
@@ -662,6 +790,8 @@ class _Exchange:
                 {"Value": blake3, "Algorithm": "BLAKE3"},
             ],
         }
+        if fault is not None and fault.kind == "catalogue_entry":
+            item.update(fault.entry)
         self._json(200, {"@odata.context": "$metadata#Products", "value": [item]})
 
     def _published(self, entry: _Entry, fault: Fault | None) -> str:
@@ -691,6 +821,7 @@ class _Exchange:
     def _generic_fault(self, fault: Fault) -> bool:
         """Answer a fault that replaces the whole response; ``False`` when it is not one."""
         if fault.kind == "status":
+            self.override = fault.headers
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             if fault.code == 202:
                 self._send(202, _dhus_error("The product has been requested from the long term archive"))
@@ -704,6 +835,15 @@ class _Exchange:
         if fault.kind == "redirect":
             self._send(fault.code, b"", {"Location": fault.location})
             return True
+        if fault.kind == "json":
+            self._json(fault.code, fault.document)
+            return True
+        if fault.kind == "trickle":
+            self.trickle = fault.seconds
+            return False
+        if fault.kind == "headers":
+            self.override = fault.headers
+            return False
         # Outside a download there is no body to pause before: pause before answering.
         stalled = fault.kind == "stall" and self.endpoint not in {"dhus_value", "zipper"}
         if stalled and self.sim._stopping.wait(fault.seconds):
@@ -721,8 +861,19 @@ class _Exchange:
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self._start(status, len(body), {"Content-Type": "application/json", **(headers or {})})
-        if body:
+        if body and self.trickle is not None:
+            self._drip(body)
+        elif body:
             self.handler.wfile.write(body)
+
+    def _drip(self, body: bytes | memoryview) -> None:
+        """Send ``body`` one byte per ``self.trickle`` seconds."""
+        assert self.trickle is not None
+        sendall = self.handler.connection.sendall
+        for at in range(len(body)):
+            sendall(bytes(body[at : at + 1]))
+            if self.sim._stopping.wait(self.trickle):
+                raise _Stopping
 
     def _start(
         self, status: int, length: int, headers: dict[str, str], *, body_bytes: int | None = None
@@ -742,9 +893,17 @@ class _Exchange:
             )
         )
         handler.send_response(status)
+        replaced = {name.lower() for name, _ in self.override}
         for name, value in headers.items():
+            if name.lower() not in replaced:
+                handler.send_header(name, value)
+        for name, value in self.override:
             handler.send_header(name, value)
-        handler.send_header("Content-Length", str(length))
+        if "content-length" in replaced:
+            # The client cannot tell where the body ends: closing the connection says it.
+            handler.close_connection = True
+        else:
+            handler.send_header("Content-Length", str(length))
         handler.end_headers()
 
     def _body(self, product: SimProduct, fault: Fault | None) -> None:
@@ -756,8 +915,18 @@ class _Exchange:
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
             "Content-Disposition": f'inline;filename="{product.id}.zip"',
-            "ETag": product.md5,
         }
+        entry = self.sim._entry(product.id)
+        etag = entry.etag_value() if entry is not None else None
+        modified = entry.last_modified() if entry is not None else None
+        if etag is not None:
+            headers["ETag"] = etag
+        if modified is not None:
+            headers["Last-Modified"] = modified
+        if_range = self.handler.headers.get("If-Range")
+        if asked and if_range is not None and not _if_range_matches(if_range.strip(), etag, modified):
+            # RFC 9110 section 13.1.5: the representation changed, so the Range is ignored.
+            asked = None
         if asked and kind != "ignore_range":
             first = int(asked.group(1))
             last = int(asked.group(2)) if asked.group(2) else size - 1
@@ -773,6 +942,9 @@ class _Exchange:
         self._start(status, length, headers, body_bytes=min(cut, length))
         if kind == "stall" and fault is not None and self.sim._stopping.wait(fault.seconds):
             raise _Stopping
+        if self.trickle is not None:
+            self._drip(product.read(start, start + min(cut, length)))
+            return
         self._write(product, start, start + min(cut, length), corrupt=kind == "corrupt")
         if kind == "reset":
             self._abort()
@@ -812,6 +984,13 @@ class _Exchange:
         # The rfile holds a reference to the socket; the fd closes only when both go.
         handler.rfile.close()
         sock.close()
+
+
+def _if_range_matches(value: str, etag: str | None, modified: str | None) -> bool:
+    """Whether ``If-Range: value`` still names the product: a strong ETag match, or its exact date."""
+    if value.startswith('"'):
+        return etag is not None and not etag.startswith("W/") and value == etag
+    return modified is not None and value == modified
 
 
 def _pop(queue: collections.deque[Fault], lock: threading.Lock) -> Fault | None:

@@ -35,7 +35,15 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-__all__ = ["SeedGranule", "ThrowawayPostgres", "ThrowawayPostgresError", "seed_granules"]
+__all__ = [
+    "TEST_CLOCK_OPTIONS",
+    "SeedGranule",
+    "ThrowawayPostgres",
+    "ThrowawayPostgresError",
+    "install_test_clock",
+    "seed_granules",
+    "set_test_clock",
+]
 
 _SUPERUSER = "postgres"
 _SERVER_USER = "nobody"
@@ -398,3 +406,49 @@ def seed_granules(target: str | ConnectionPool[Any], granules: Iterable[SeedGran
     else:
         with target.connection() as conn, conn.cursor() as cursor:
             cursor.executemany(_INSERT_SEED, rows)
+
+
+# -- a settable database clock ----------------------------------------------------------
+
+#: Server options for a connection whose ``now()`` is the test clock: a schema named before
+#: pg_catalog in the search path shadows pg_catalog's ``now()``, so the store's statements
+#: run unchanged against a clock the test sets (``set_test_clock``).
+TEST_CLOCK_OPTIONS = "-c search_path=s2dl_test_clock,pg_catalog,public"
+
+_INSTALL_CLOCK = """
+CREATE SCHEMA IF NOT EXISTS s2dl_test_clock;
+CREATE TABLE IF NOT EXISTS s2dl_test_clock.frozen (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    at timestamptz NOT NULL
+);
+CREATE OR REPLACE FUNCTION s2dl_test_clock.now() RETURNS timestamptz
+    LANGUAGE sql STABLE
+    AS $$ SELECT coalesce((SELECT at FROM s2dl_test_clock.frozen), pg_catalog.now()) $$;
+"""
+_SET_CLOCK = (
+    "INSERT INTO s2dl_test_clock.frozen (at) VALUES (%s)"
+    " ON CONFLICT (only_row) DO UPDATE SET at = EXCLUDED.at"
+)
+_UNSET_CLOCK = "DELETE FROM s2dl_test_clock.frozen"
+
+
+def _execute(target: str | ConnectionPool[Any], statement: str, params: tuple[object, ...] = ()) -> None:
+    if isinstance(target, str):
+        with psycopg.connect(target, connect_timeout=10) as conn:
+            conn.execute(statement.encode(), params)
+    else:
+        with target.connection() as conn:
+            conn.execute(statement.encode(), params)
+
+
+def install_test_clock(target: str | ConnectionPool[Any]) -> None:
+    """Create the settable clock in a database (idempotent); it reads the real time until set."""
+    _execute(target, _INSTALL_CLOCK)
+
+
+def set_test_clock(target: str | ConnectionPool[Any], moment: dt.datetime | None) -> None:
+    """Make ``now()`` be ``moment`` on connections with ``TEST_CLOCK_OPTIONS``; ``None``: real time."""
+    if moment is None:
+        _execute(target, _UNSET_CLOCK)
+    else:
+        _execute(target, _SET_CLOCK, (moment,))

@@ -198,7 +198,7 @@ class Pipeline:
         ):
             cur.execute(
                 "SELECT id, state, download_retries, downloaded, in_progress, download_failed, checksum,"
-                " lease_owner, upload_queued_at FROM granule"
+                " lease_owner, upload_queued_at, last_error FROM granule"
             )
             return {row["id"]: row for row in cur.fetchall()}
 

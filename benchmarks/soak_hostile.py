@@ -1,0 +1,614 @@
+"""``python -m benchmarks.soak_hostile``: hostile messages and slow faults, two runners and a Lambda.
+
+Seeded and bounded (several minutes). 500 granules and 50 hostile messages (bodies
+that are too deep, too large, not JSON, with unsafe ids or filenames, and download
+URLs built to carry the hub credentials to another listener) share one download queue.
+Two runners (the installed CLI, one of them under libfaketime with its wall clock four
+minutes ahead) and a Lambda (the real handler, fed by an event source mapping played by
+``benchmarks.lambda_poller``) work the queue together. The hub throttles, resets,
+trickles, redirects to the credential listener, publishes wrong checksums for good and
+answers 500 for some products forever. A runner is killed with SIGKILL and PostgreSQL
+is restarted twice. At the end: every granule verified or failed as its script dictates
+(500-forever granules failed by the deferral budget with the server's reason), no
+request and no credential at the second listener, no runner crash, no unverified bytes
+under a final name, and every message accounted for (deleted after verification, or in
+the dead-letter queue: the failed granules and the hostile messages). Writes
+``docs/soak-hostile.md``; exits 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from benchmarks.report import Machine, render, table
+from benchmarks.report import Section as DocSection
+from benchmarks.soak import Check, Fleet, _md5
+from benchmarks.stack import bench_services, cli_env, log_events, remote_hub
+from s2_downloader.testing.hubsim import Fault
+from s2_downloader.testing.stack import Pipeline, Services
+
+__all__ = ["main"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+MAX_RETRIES = 3
+MAX_DEFER_SECONDS = 30
+#: Faults served to a "500 forever" product: more than it can ask for within the budget.
+FOREVER = 400
+HUB_RATE = 16e6
+SKEW = "+240s"
+RUNNER_ENV = {
+    "MAX_DOWNLOAD_RETRIES": str(MAX_RETRIES),
+    "MAX_DEFER_SECONDS": str(MAX_DEFER_SECONDS),
+    "RETRY_DELAY_SECONDS": "1",
+    "LEASE_SECONDS": "10",
+    "HTTP_READ_TIMEOUT": "3",
+}
+DEADLINE_SECONDS = 600.0
+_FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+)
+
+# -- the plan -----------------------------------------------------------------------------
+
+_KINDS = {
+    # kind: (weight, dictated fate, reason the failed ones must give)
+    "clean": (55, "verified", ""),
+    "throttled": (8, "verified", ""),
+    "broken": (10, "verified", ""),
+    "trickled": (5, "verified", ""),
+    "redirected": (5, "verified", ""),
+    "forever500": (5, "failed", "server_error"),
+    "doomed": (4, "failed", "checksum"),
+}
+
+
+@attrs.frozen(kw_only=True)
+class Script:
+    """One granule: size, hub faults, and the fate they dictate."""
+
+    granule_id: str
+    size: int
+    kind: str
+    faults: tuple[Fault, ...]
+    fate: str
+
+
+def plan(rng: random.Random, count: int, listener: str) -> list[Script]:
+    """``count`` granules with their fault scripts, from the seed."""
+    names = list(_KINDS)
+    weights = [_KINDS[k][0] for k in names]
+    scripts = []
+    for number in range(count):
+        size = int(2 ** rng.uniform(14, 20))
+        kind = rng.choices(names, weights)[0]
+        faults: list[Fault] = []
+        if kind == "throttled":
+            faults = [
+                rng.choice([Fault.status(429, retry_after="1"), Fault.status(503, retry_after="1")])
+                for _ in range(rng.randint(1, 2))
+            ]
+        elif kind == "broken":
+            cut = rng.randrange(1, size)
+            faults = [rng.choice([Fault.reset_after(cut), Fault.short_body(cut), Fault.corrupt()])]
+        elif kind == "trickled":
+            # Longer than HTTP_READ_TIMEOUT: the attempt must end, not hang.
+            faults = [Fault.stall(6.0)]
+        elif kind == "redirected":
+            faults = [Fault.redirect(f"{listener}/steal/{number}")]
+        elif kind == "forever500":
+            faults = [Fault.status(500)] * FOREVER
+        scripts.append(
+            Script(
+                granule_id=f"S2HOST_{number:03d}",
+                size=size,
+                kind=kind,
+                faults=tuple(faults),
+                fate=_KINDS[kind][1],
+            )
+        )
+    return scripts
+
+
+def hostile_bodies(rng: random.Random, count: int, hub_base: str, listener: str) -> list[tuple[str, str]]:
+    """``count`` (kind, body) pairs, each bad input a worker must refuse and survive."""
+    hub_authority = hub_base.split("//", 1)[1].rstrip("/")
+    listener_authority = listener.split("//", 1)[1].rstrip("/")
+    urls = [
+        f"http://{hub_authority}\\@{listener_authority}/x",
+        f"http://{listener_authority}\\@{hub_authority}/x",
+        f"http://{hub_authority}%5C@{listener_authority}/x",
+        f"http://user:pass@{listener_authority}/x",
+        f"http://{hub_authority}@{listener_authority}/x",
+        f"http://{hub_authority}\t@{listener_authority}/x",
+        f"http://{listener_authority}/dhus/odata/v1/Products('x')/$value",
+        f"http://{listener_authority}#@{hub_authority}/",
+        f"file:///etc/passwd#{hub_authority}",
+        f"http://[::ffff:127.0.0.1]:{listener_authority.rsplit(':', 1)[1]}/x",
+    ]
+
+    def message(**fields: object) -> str:
+        body: dict[str, object] = {
+            "id": f"S2EVIL_{rng.randrange(10**6):06d}",
+            "filename": "evil.zip",
+            "download_url": f"{hub_base}/dhus/odata/v1/Products('x')/$value",
+        }
+        body.update(fields)
+        return json.dumps(body)
+
+    makers = [
+        ("deep list", lambda: "[" * 200_000),
+        ("deep object", lambda: '{"a":' * 40_000),
+        ("5000-digit integer", lambda: '{"id": ' + "9" * 5000 + "}"),
+        ("over 64 KiB", lambda: message(filename="a" * 70_000 + ".zip")),
+        ("not JSON", lambda: "{broken"),
+        ("not an object", lambda: "[1, 2, 3]"),
+        ("unsafe id", lambda: message(id="../../etc")),
+        ("unsafe filename", lambda: message(filename="../../root/.ssh/authorized_keys")),
+        ("wrong type", lambda: message(id=42)),
+        ("credential URL", lambda: message(download_url=rng.choice(urls))),
+        ("credential URL", lambda: message(download_url=rng.choice(urls), checksum="0" * 32)),
+    ]
+    return [(kind, make()) for kind, make in (rng.choice(makers) for _ in range(count))]
+
+
+# -- the credential listener --------------------------------------------------------------
+
+
+@attrs.define
+class Listener:
+    """An HTTP server on its own port that records every request reaching it."""
+
+    requests: list[dict[str, Any]] = attrs.field(factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> Listener:
+        """Listen on 127.0.0.1 on a free port."""
+        seen = self.requests
+
+        class _Record(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_HEAD = _any  # noqa: N815 - the names BaseHTTPRequestHandler calls
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+                del format, args
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Record)
+        threading.Thread(target=self._server.serve_forever, name="listener", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+# -- the workers --------------------------------------------------------------------------
+
+
+def _faketime_env() -> dict[str, str]:
+    for library in _FAKETIME_LIBS:
+        if Path(library).exists():
+            return {"LD_PRELOAD": library, "FAKETIME": SKEW, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    msg = "libfaketime is missing: `apt-get install faketime` (make soak-hostile does it)"
+    raise SystemExit(msg)
+
+
+@attrs.define
+class LambdaProcess:
+    """The event source mapping and the handler, in a process of their own."""
+
+    process: subprocess.Popen[bytes]
+    out: IO[bytes]
+    err: IO[bytes]
+
+    @classmethod
+    def start(cls, pipeline: Pipeline, logs: Path) -> LambdaProcess:
+        """Start polling ``pipeline``'s download queue."""
+        out = (logs / "lambda.out").open("wb")
+        err = (logs / "lambda.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.lambda_poller", "--timeout", "900"],
+            cwd=_ROOT,
+            env=cli_env(pipeline, **RUNNER_ENV),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+        return cls(process=process, out=out, err=err)
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the poller to see the queue empty (SIGTERM after ``timeout``); its exit code."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            code = self.process.wait(timeout=120)
+        self.out.close()
+        self.err.close()
+        return code
+
+
+# -- the checks ---------------------------------------------------------------------------
+
+
+def _queue_empty_three_times(services: Services, url: str) -> tuple[bool, str]:
+    client = services.sqs.client()
+    readings = []
+    for _ in range(3):
+        attributes = client.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        readings.append(sum(int(v) for v in attributes.values()))
+        time.sleep(1)
+    return all(r == 0 for r in readings), f"readings {readings}"
+
+
+def _unverified_under_final_names(
+    pipeline: Pipeline, scripts: list[Script], md5s: dict[str, str]
+) -> list[str]:
+    """Every non-partial file under the mount that is not a verified product with its MD5."""
+    verified = {s.granule_id for s in scripts if s.fate == "verified"}
+    wrong = []
+    for path in pipeline.efs_dir.rglob("*"):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        granule_id = path.parent.name
+        ok = (
+            path.parent.parent == pipeline.efs_dir
+            and granule_id in verified
+            and path == pipeline.final_path(granule_id)
+            and _md5(path) == md5s[granule_id]
+        )
+        if not ok:
+            wrong.append(str(path.relative_to(pipeline.efs_dir)))
+    return wrong
+
+
+def check(
+    *,
+    services: Services,
+    pipeline: Pipeline,
+    scripts: list[Script],
+    md5s: dict[str, str],
+    hostile: list[tuple[str, str]],
+    listener: Listener,
+    exits: dict[str, int],
+) -> list[Check]:
+    """Every end state the issue asks for, one Check each."""
+    rows = pipeline.rows()
+    wrong_fate = [s.granule_id for s in scripts if rows[s.granule_id]["state"] != s.fate]
+    wrong_reason = [
+        s.granule_id
+        for s in scripts
+        if s.fate == "failed" and not (rows[s.granule_id]["last_error"] or "").startswith(_KINDS[s.kind][2])
+    ]
+    unverified = _unverified_under_final_names(pipeline, scripts, md5s)
+    partials = sorted(
+        str(p.relative_to(pipeline.efs_dir)) for p in pipeline.efs_dir.rglob(".*") if p.is_file()
+    )
+    over_budget = [s.granule_id for s in scripts if rows[s.granule_id]["download_retries"] > MAX_RETRIES + 1]
+    leases = [s.granule_id for s in scripts if rows[s.granule_id]["lease_owner"] is not None]
+    empty, readings = _queue_empty_three_times(services, pipeline.queues.download_url)
+    dead = collections.Counter(pipeline.drain(pipeline.queues.dead_letter_url))
+    expected_dead = collections.Counter(
+        [pipeline.message(s.granule_id) for s in scripts if s.fate == "failed"] + [b for _, b in hostile]
+    )
+    missing_dead = expected_dead - dead
+    stray_dead = dead - expected_dead
+    uploads = collections.Counter(json.loads(b)["id"] for b in pipeline.drain(pipeline.queues.upload_url))
+    missing_uploads = [s.granule_id for s in scripts if s.fate == "verified" and uploads[s.granule_id] < 1]
+    credentials = [r for r in listener.requests if "Authorization" in r["headers"]]
+    crashed = {name: code for name, code in exits.items() if code not in (0, -9)}
+
+    def listed(ids: list[str]) -> str:
+        return ", ".join(ids[:8]) + (" ..." if len(ids) > 8 else "") if ids else ""
+
+    return [
+        Check(name="every granule ends as its script dictates", ok=not wrong_fate, detail=listed(wrong_fate)),
+        Check(
+            name="failed granules give the dictated reason (server_error by the deferral budget, checksum)",
+            ok=not wrong_reason,
+            detail=listed(wrong_reason),
+        ),
+        Check(
+            name="zero requests at the second listener",
+            ok=not listener.requests,
+            detail=listed([r["path"] for r in listener.requests]),
+        ),
+        Check(
+            name="zero credentials at the second listener", ok=not credentials, detail=str(len(credentials))
+        ),
+        Check(name="zero runner or Lambda crashes", ok=not crashed, detail=json.dumps(crashed)),
+        Check(
+            name="zero unverified bytes under a final name (every file checked)",
+            ok=not unverified,
+            detail=listed(unverified),
+        ),
+        Check(name="no partial file left under the mount", ok=not partials, detail=listed(partials)),
+        Check(
+            name="retries bounded (at most the budget + 1)", ok=not over_budget, detail=listed(over_budget)
+        ),
+        Check(name="no lease left held", ok=not leases, detail=listed(leases)),
+        Check(
+            name="download queue empty (three readings, 1 s apart)",
+            ok=empty,
+            detail="" if empty else readings,
+        ),
+        Check(
+            name="dead-letter queue holds exactly the failed granules and the hostile messages",
+            ok=not missing_dead and not stray_dead,
+            detail=f"missing {sum(missing_dead.values())}, stray {sum(stray_dead.values())}"
+            if missing_dead or stray_dead
+            else "",
+        ),
+        Check(
+            name="each verified granule has its upload message",
+            ok=not missing_uploads,
+            detail=listed(missing_uploads),
+        ),
+    ]
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _chaos(fleet: Fleet, services: Services, rng: random.Random, moments: list[tuple[float, str]]) -> None:
+    for at, action in sorted(moments):
+        delay = fleet.t0 + at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if action == "kill":
+            fleet.kill_one(rng)
+        else:
+            fleet.note("PostgreSQL restart begins")
+            services.postgres.restart()
+            fleet.note("PostgreSQL restart done")
+
+
+def _send_all(pipeline: Pipeline, bodies: list[str]) -> None:
+    client = pipeline.services.sqs.client()
+    for start in range(0, len(bodies), 10):
+        batch = bodies[start : start + 10]
+        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(batch)]
+        # One at a time when a batch would pass SQS's 256 KiB per-request limit.
+        if sum(len(b.encode()) for b in batch) < 200_000:
+            client.send_message_batch(QueueUrl=pipeline.queues.download_url, Entries=entries)  # type: ignore[arg-type]
+        else:
+            for body in batch:
+                client.send_message(QueueUrl=pipeline.queues.download_url, MessageBody=body)
+
+
+def _seed(
+    pipeline: Pipeline,
+    services: Services,
+    scripts: list[Script],
+    hostile: list[tuple[str, str]],
+    rng: random.Random,
+) -> dict[str, str]:
+    """Publish the products, insert their granules, queue every message shuffled; the MD5s."""
+    products = pipeline.seed(
+        [(s.granule_id, s.size) for s in scripts],
+        faults={s.granule_id: list(s.faults) for s in scripts},
+        send=False,
+    )
+    hub = remote_hub(services)
+    for script in scripts:
+        if script.kind == "doomed":
+            hub.set_checksum_wrong(script.granule_id)
+    bodies = [pipeline.message(s.granule_id) for s in scripts] + [b for _, b in hostile]
+    rng.shuffle(bodies)
+    _send_all(pipeline, bodies)
+    return {p.id: p.md5 for p in products}
+
+
+def run_soak(seed: int, granules: int, hostile_count: int, out: Path) -> bool:
+    """The whole hostile soak; writes ``out``; True when every check passed."""
+    rng = random.Random(seed)
+    skew_env = _faketime_env()
+    listener = Listener().start()
+    scripts = plan(rng, granules, listener.url)
+    moments = [
+        (rng.uniform(5, 40), "kill"),
+        (rng.uniform(5, 30), "restart"),
+        (rng.uniform(35, 70), "restart"),
+    ]
+    machine = Machine.here()
+    exits: dict[str, int] = {}
+    with (
+        bench_services(rate_limit=HUB_RATE) as services,
+        services.pipeline(visibility_timeout=10, max_receive_count=4) as pipeline,
+        tempfile.TemporaryDirectory(prefix="s2hostile-logs-") as logs_dir,
+    ):
+        logs = Path(logs_dir)
+        hub = remote_hub(services)
+        hostile = hostile_bodies(rng, hostile_count, hub.base_url, listener.url)
+        md5s = _seed(pipeline, services, scripts, hostile, rng)
+        fleet = Fleet(pipeline=pipeline, logs=logs, t0=time.monotonic(), runner_env=RUNNER_ENV)
+        fleet.start()
+        fleet.start(extra_env=skew_env, label=f"clock {SKEW}")
+        function = LambdaProcess.start(pipeline, logs)
+        fleet.note("Lambda poller started")
+        chaos = threading.Thread(
+            target=_chaos, args=(fleet, services, rng, moments), name="chaos", daemon=True
+        )
+        chaos.start()
+        timed_out = False
+        while fleet.reap() or chaos.is_alive():
+            if time.monotonic() - fleet.t0 > DEADLINE_SECONDS:
+                timed_out = True
+                fleet.note(f"deadline of {DEADLINE_SECONDS:.0f} s passed; runners stopped")
+                fleet.stop_all()
+                break
+            time.sleep(0.5)
+        exits["lambda"] = function.finish(timeout=max(1.0, DEADLINE_SECONDS - (time.monotonic() - fleet.t0)))
+        fleet.note(f"Lambda poller exited {exits['lambda']}")
+        seconds = time.monotonic() - fleet.t0
+        for runner in fleet.finished:
+            exits[runner.name] = runner.process.returncode
+        checks = check(
+            services=services,
+            pipeline=pipeline,
+            scripts=scripts,
+            md5s=md5s,
+            hostile=hostile,
+            listener=listener,
+            exits=exits,
+        )
+        if timed_out:
+            checks.insert(0, Check(name=f"finished within {DEADLINE_SECONDS:.0f} s", ok=False))
+        events = fleet.log_events() + log_events((logs / "lambda.log").read_text(errors="replace"))
+        invocations = [json.loads(line) for line in (logs / "lambda.out").read_text().splitlines() if line]
+        rows = pipeline.rows()
+        hub_requests = hub.request_count()
+        if not all(c.ok for c in checks):
+            kept = Path(tempfile.mkdtemp(prefix="s2hostile-kept-"))
+            shutil.copytree(logs, kept, dirs_exist_ok=True)
+            fleet.note(f"logs kept in {kept}")
+    listener.stop()
+    out.write_text(
+        _report(
+            seed=seed,
+            scripts=scripts,
+            hostile=hostile,
+            checks=checks,
+            fleet=fleet,
+            events=events,
+            invocations=invocations,
+            rows=rows,
+            seconds=seconds,
+            hub_requests=hub_requests,
+            machine=machine,
+        ),
+        encoding="utf-8",
+    )
+    return all(c.ok for c in checks)
+
+
+def _report(
+    *,
+    seed: int,
+    scripts: list[Script],
+    hostile: list[tuple[str, str]],
+    checks: list[Check],
+    fleet: Fleet,
+    events: list[dict[str, Any]],
+    invocations: list[dict[str, Any]],
+    rows: dict[str, dict[str, Any]],
+    seconds: float,
+    hub_requests: int,
+    machine: Machine,
+) -> str:
+    kinds = collections.Counter(s.kind for s in scripts)
+    fates = collections.Counter(rows[s.granule_id]["state"] for s in scripts)
+    reasons = collections.Counter(
+        (rows[s.granule_id]["last_error"] or "").split(":", 1)[0]
+        for s in scripts
+        if rows[s.granule_id]["state"] == "failed"
+    )
+    by_event = collections.Counter(e.get("event") for e in events)
+    hostile_kinds = collections.Counter(kind for kind, _ in hostile)
+    plan_section = DocSection(title="The plan (from the seed)")
+    plan_section.body += [
+        f"{len(scripts)} granules (16 KiB to 1 MiB) and {len(hostile)} hostile messages, shuffled onto one "
+        f"queue; `MAX_DOWNLOAD_RETRIES={MAX_RETRIES}`, `MAX_DEFER_SECONDS={MAX_DEFER_SECONDS}`, "
+        "`RETRY_DELAY_SECONDS=1`, `LEASE_SECONDS=10`, `HTTP_READ_TIMEOUT=3`; visibility timeout 10 s, "
+        f"`maxReceiveCount` 4; the hub paced at {HUB_RATE / 1e6:g} MB/s per connection. Two runners at "
+        f"`--concurrency 8`, one with its wall clock at `{SKEW}` (libfaketime); one Lambda handler fed "
+        "batches of up to 10 by `benchmarks.lambda_poller`.",
+        "",
+        *table(
+            ["script", "granules", "dictated fate"],
+            [[kind, kinds[kind], _KINDS[kind][1]] for kind in _KINDS],
+        ),
+        "",
+        *table(["hostile message", "count"], [[kind, n] for kind, n in sorted(hostile_kinds.items())]),
+    ]
+    figures = DocSection(title="Figures")
+    figures.body += table(
+        ["figure", "value"],
+        [
+            ["wall time", f"{seconds:.1f} s"],
+            ["verified", str(fates["verified"])],
+            ["failed, by reason", ", ".join(f"{k}: {n}" for k, n in sorted(reasons.items())) or "none"],
+            ["failed by the deferral budget (server_error)", str(reasons["server_error"])],
+            ["bad messages refused (bad_message log records)", str(by_event["bad_message"])],
+            [
+                "Lambda invocations (raised)",
+                f"{len(invocations)} ({sum(1 for i in invocations if 'error' in i)})",
+            ],
+            ["attempts counted (download_retry)", str(by_event["download_retry"])],
+            ["attempts postponed (download_postponed)", str(by_event["download_postponed"])],
+            ["hub requests answered", str(hub_requests)],
+        ],
+    )
+    timeline = DocSection(title="Timeline")
+    timeline.body += table(["s", "event"], [[f"{at:.1f}", text] for at, text in fleet.events])
+    results = DocSection(title="Checks")
+    results.body += table(
+        ["check", "result", "detail"], [[c.name, "pass" if c.ok else "**FAIL**", c.detail] for c in checks]
+    )
+    verdict = "All checks passed." if all(c.ok for c in checks) else "**Some checks failed.**"
+    return render(
+        title="s2-downloader hostile soak",
+        intro=[
+            "Generated by `make soak-hostile` (`python -m benchmarks.soak_hostile`). " + verdict,
+            "",
+            (__doc__ or "").split("\n\n", 1)[1].split("Writes")[0].strip(),
+            "",
+            f"Seed {seed}: `python -m benchmarks.soak_hostile --seed {seed}` replays the same plan and chaos "
+            "moments.",
+        ],
+        machine=machine,
+        command=f"make soak-hostile SOAK_SEED={seed}",
+        sections=[results, figures, plan_section, timeline],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the hostile soak; exit 0 only when every check passed."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak_hostile", description=__doc__)
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", "20261201")))
+    parser.add_argument("--granules", type=int, default=500)
+    parser.add_argument("--hostile", type=int, default=50)
+    parser.add_argument("--out", default=str(_ROOT / "docs" / "soak-hostile.md"))
+    args = parser.parse_args(argv)
+    ok = run_soak(args.seed, args.granules, args.hostile, Path(args.out))
+    print(f"hostile soak {'passed' if ok else 'FAILED'}; report in {args.out}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
