@@ -100,6 +100,16 @@ class RemoteHub:
         """The CDSE token endpoint."""
         return self._base_url + TOKEN_PATH
 
+    @property
+    def catalogue_url(self) -> str:
+        """COPERNICUS_CHECKSUM_URL: one origin with the zipper here (the benchmarks measure, not route)."""
+        return self._base_url
+
+    @property
+    def zipper_url(self) -> str:
+        """COPERNICUS_ZIPPER_URL."""
+        return self._base_url
+
     def dhus_download_url(self, product_id: str) -> str:
         """The DHuS ``$value`` URL of ``product_id``."""
         return f"{self._base_url}/dhus/odata/v1/Products('{product_id}')/$value"

@@ -45,7 +45,7 @@ class _Context:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def _event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
+def _event(messages: list[Any], arn: str) -> dict[str, Any]:
     return {
         "Records": [
             {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from s2_downloader.testing.hubsim import SimProduct
 from s2_downloader.testing.stack import Pipeline
 
-__all__ = ["dead_letters", "file_md5", "partial_files", "rows", "upload_bodies"]
+__all__ = ["dead_letters", "file_md5", "on_disk", "partial_files", "rows", "upload_bodies", "wait_until"]
 
 
 def file_md5(path: Path) -> str:
@@ -20,6 +22,24 @@ def file_md5(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds have passed; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def on_disk(path: Path) -> int:
+    """The size of the file at ``path``; 0 when there is none (yet, or any more)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def partial_files(pipeline: Pipeline) -> list[Path]:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
-from s2_downloader.testing.hubsim import Fault
+from s2_downloader.testing.hubsim import Fault, RecordedRequest
 from s2_downloader.testing.stack import Pipeline
-from tests.integration.e2e import assert_verified, dead_letters, file_md5, partial_files, rows, upload_bodies
+from tests.integration.e2e import (
+    assert_verified,
+    dead_letters,
+    file_md5,
+    on_disk,
+    partial_files,
+    rows,
+    upload_bodies,
+    wait_until,
+)
 from tests.integration.fixtures_stack import log_events, run_cli, start_runner
 
 KIB = 1024
@@ -174,51 +187,167 @@ def test_kill_nine_mid_download_then_restart_resumes(pipeline: Pipeline) -> None
     assert verified[0]["resumed_from"] > MIB
 
 
+def _partial(pipeline: Pipeline, product_id: str) -> Path:
+    return pipeline.efs_dir / product_id / f".{pipeline.filename(product_id)}.partial"
+
+
+def _transfers(pipeline: Pipeline, product_ids: Iterable[str], since: float) -> list[RecordedRequest]:
+    """The product requests answered with a body (200/206) since ``since``."""
+    wanted = set(product_ids)
+    return [
+        r
+        for r in pipeline.hub.requests
+        if r.endpoint in {"dhus_value", "zipper"}
+        and r.product_id in wanted
+        and r.status in {200, 206}
+        and r.at >= since
+    ]
+
+
+def _streaming(pipeline: Pipeline, endpoint: str, product_ids: Iterable[str]) -> bool:
+    """Whether a product body is being sent right now for one of ``product_ids``."""
+    return any(r.status in {200, 206} for r in pipeline.hub.in_flight(endpoint, product_ids))
+
+
+@contextlib.contextmanager
+def _background(runner: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """The runner, killed on the way out if a failed assertion left it running."""
+    try:
+        yield runner
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate(timeout=10)
+
+
 def test_sigterm_hands_messages_back_and_releases_granules(pipeline: Pipeline) -> None:
     """SIGTERM mid-download exits 0, releases the lease and leaves the message to come back."""
+    # 40 MiB at 1 MiB/s: the download is under way for far longer than the signal takes to land.
     pipeline.hub.rate_limit = 1 * MIB
-    pipeline.seed([("TERMED", 40 * MIB)])
-    runner = start_runner(pipeline)
-    partial = pipeline.efs_dir / "TERMED" / ".TERMED.zip.partial"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not partial.exists():
-        time.sleep(0.1)
-    runner.send_signal(signal.SIGTERM)
-    _, stderr = runner.communicate(timeout=60)
+    (product,) = pipeline.seed([("TERMED", 40 * MIB)])
+    partial = _partial(pipeline, "TERMED")
+    began = time.monotonic()
+    with _background(start_runner(pipeline)) as runner:
+        mid_download = wait_until(
+            lambda: on_disk(partial) > 0 and _streaming(pipeline, "dhus_value", ["TERMED"]), timeout=60
+        )
+        assert mid_download, (
+            "TERMED never had bytes on disk while downloading: SIGTERM would miss the download"
+        )
+        signalled = time.monotonic()
+        runner.send_signal(signal.SIGTERM)
+        _, stderr = runner.communicate(timeout=60)
     assert 0 == runner.returncode, stderr[-2000:]
+    (transfer,) = _transfers(pipeline, ["TERMED"], began)
+    assert pipeline.hub.was_in_flight(transfer, signalled)
+    assert 0 < on_disk(partial) < product.size
     row = rows(pipeline)["TERMED"]
     assert ("pending", None, False) == (row["state"], row["lease_owner"], row["in_progress"])
     pipeline.hub.rate_limit = None
-    _run_until_empty(pipeline)
-    assert "verified" == rows(pipeline)["TERMED"]["state"]
+    result = _run_until_empty(pipeline)
+    assert_verified(pipeline, [product])
+    verified = [e for e in log_events(result.stderr) if e.get("event") == "download_verified"]
+    assert verified[0]["resumed_from"] > 0
 
 
 def test_postgres_restart_mid_run_loses_nothing(pipeline: Pipeline) -> None:
     """PostgreSQL restarting while downloads run costs time, not granules."""
-    pipeline.hub.rate_limit = 4 * MIB
-    products = pipeline.seed([(f"PGR{i}", 2 * MIB) for i in range(6)])
-    runner = start_runner(pipeline, "--until-empty", "--concurrency", "3")
-    time.sleep(1.5)
-    pipeline.services.postgres.restart()
-    _, stderr = runner.communicate(timeout=180)
+    # 3 MiB at 1 MiB/s each: a transfer outlasts the restart, so the restart lands inside one.
+    pipeline.hub.rate_limit = 1 * MIB
+    products = pipeline.seed([(f"PGR{i}", 3 * MIB) for i in range(6)])
+    ids = [p.id for p in products]
+    began = time.monotonic()
+    with _background(start_runner(pipeline, "--until-empty", "--concurrency", "3")) as runner:
+        mid_download = wait_until(
+            lambda: (
+                any(on_disk(_partial(pipeline, i)) > 0 for i in ids)
+                and _streaming(pipeline, "dhus_value", ids)
+            ),
+            timeout=60,
+        )
+        assert mid_download, "no bytes on disk while a download ran: the restart would not land mid-run"
+        restarting = time.monotonic()
+        pipeline.services.postgres.restart()
+        _, stderr = runner.communicate(timeout=180)
     assert 0 == runner.returncode, stderr[-3000:]
+    overlapping = [r for r in _transfers(pipeline, ids, began) if pipeline.hub.was_in_flight(r, restarting)]
+    assert overlapping, "no transfer was under way when PostgreSQL went down"
     assert_verified(pipeline, products)
 
 
 def test_cdse_token_expiring_mid_download(pipeline: Pipeline) -> None:
-    """With CDSE, tokens that expire while products stream are refreshed and every product verifies."""
+    """CDSE: a token expiring while a product streams is refused, then refreshed; every product verifies."""
     pipeline.hub_api = "cdse"
-    pipeline.hub.rate_limit = 4 * MIB
-    pipeline.hub.token_lifetime = 2.0
+    hub = pipeline.hub
+    # Tokens live long (the default), so the one expiry is the one made mid-transfer below;
+    # 3 MiB at 2 MiB/s keeps each transfer going for 1.5 s, and four products at concurrency 2
+    # leave requests to make after it.
+    hub.rate_limit = 2 * MIB
     products = pipeline.seed([(f"CDSE{i}", 3 * MIB) for i in range(4)])
-    expirer = threading.Timer(1.0, pipeline.hub.expire_tokens)
+    ids = [p.id for p in products]
+    began = time.monotonic()
+    expiries: list[float] = []
+
+    def expire_while_streaming() -> None:
+        # Not on a timer: the runner's start-up alone can outlast one, and then no token expires.
+        if wait_until(lambda: _streaming(pipeline, "zipper", ids), timeout=60):
+            hub.expire_tokens()
+            expiries.append(hub.token_expiries[-1])
+
+    expirer = threading.Thread(target=expire_while_streaming, daemon=True)
     expirer.start()
-    _run_until_empty(pipeline, "--concurrency", "2", HUB_API="cdse")
-    expirer.cancel()
+    _run_until_empty(pipeline, "--concurrency", "2")
+    expirer.join(timeout=65)
+    assert expiries, "no product transfer was under way within 60 s, so no token expired during one"
+    (expiry,) = expiries
+    log = [r for r in hub.requests if r.at >= began]
+    assert any(hub.was_in_flight(r, expiry) for r in _transfers(pipeline, ids, began))
+    old = {r.authorization for r in log if r.endpoint == "zipper" and r.at < expiry}
+    refused = [r for r in log if r.at > expiry and r.status == 401 and r.authorization in old]
+    assert refused, "no request carrying the expired token was refused after it expired"
+    renewed = [r for r in log if r.endpoint == "token" and r.status == 200 and r.at > refused[0].at]
+    assert renewed, "no token was granted after the refusal"
+    after = [r for r in _transfers(pipeline, ids, renewed[0].at) if r.authorization not in old]
+    assert after, "no product was fetched with a new token"
     assert_verified(pipeline, products)
-    grants = Counter(r.grant_type for r in pipeline.hub.requests_to("token"))
+    grants = Counter(r.grant_type for r in log if r.endpoint == "token")
     assert grants["password"] >= 1
     assert sum(grants.values()) >= 2
+
+
+def test_cdse_messages_as_hls_link_fetcher_sends_them(pipeline: Pipeline) -> None:
+    """Catalogue links (push and search forms) and .SAFE names verify, fetched from the zipper's origin."""
+    pipeline.hub_api = "cdse"
+    hub = pipeline.hub
+    push, search = pipeline.seed([("CDSEPUSH", 300 * KIB), ("CDSESEARCH", 200 * KIB)], send=False)
+    bodies = [
+        {
+            "id": push.id,
+            "filename": f"{push.id}.SAFE",
+            "download_url": f"{hub.catalogue_url}/odata/v1/Products({push.id})/$value",
+            "checksum": push.md5,
+        },
+        {
+            "id": search.id,
+            "filename": f"{search.id}.SAFE",
+            "download_url": f"{hub.catalogue_url}/download/{search.id}",
+        },
+    ]
+    client = pipeline.services.sqs.client()
+    for body in bodies:
+        client.send_message(QueueUrl=pipeline.queues.download_url, MessageBody=json.dumps(body))
+    _run_until_empty(pipeline)
+    assert_verified(pipeline, [push, search])
+    assert pipeline.final_path(push.id).name == f"{push.id}.SAFE"
+    zipper, catalogue = (urllib.parse.urlsplit(u).netloc for u in (hub.zipper_url, hub.catalogue_url))
+    hosts = {
+        (r.endpoint, dict(r.headers).get("Host"))
+        for r in hub.requests
+        if r.product_id in (push.id, search.id) or r.endpoint == "token"
+    }
+    assert catalogue != zipper
+    assert {("zipper", zipper), ("token", catalogue)} <= hosts
+    assert all(host == zipper for endpoint, host in hosts if endpoint == "zipper")
 
 
 def test_two_runners_share_one_queue(pipeline: Pipeline) -> None:

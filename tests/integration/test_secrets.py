@@ -38,9 +38,9 @@ def test_database_url_from_the_connection_secret() -> None:
 
 @pytest.mark.usefixtures("secrets_env")
 def test_hub_credentials_from_the_stage_secret() -> None:
-    """STAGE without SCIHUB_USERNAME reads hls-s2-downloader-serverless/<STAGE>/scihub-credentials."""
+    """STAGE with HUB_API=dhus reads hls-s2-downloader-serverless/<STAGE>/scihub-credentials."""
     _put("hls-s2-downloader-serverless/test-stage/scihub-credentials", {"username": "esa", "password": "pw"})
-    credentials = hub_credentials(Settings.from_env({"STAGE": "test-stage"}))
+    credentials = hub_credentials(Settings.from_env({"STAGE": "test-stage", "HUB_API": "dhus"}))
     assert ("esa", "pw") == (credentials.username, credentials.password)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import attrs
 
@@ -14,6 +16,7 @@ from s2_downloader.domain import lifecycle
 from s2_downloader.domain.errors import (
     DeadlineExceeded,
     FailureKind,
+    FileStoreError,
     HubError,
     InvalidTransition,
     PartialInUse,
@@ -43,6 +46,7 @@ __all__ = [
     "HubFault",
     "InMemoryFiles",
     "InMemoryGranuleStore",
+    "InMemoryUploadLedger",
     "md5",
 ]
 
@@ -342,6 +346,9 @@ class _FakePartial:
         self.store.crashes.tick("files.write")
         self.store.partials[self.key].extend(chunk)
 
+    def expect_size(self, total_size: int | None) -> None:
+        self.store.expected_sizes[self.key] = total_size
+
     def restart(self) -> None:
         self.store.partials[self.key].clear()
 
@@ -352,11 +359,15 @@ class _FakePartial:
 
 @attrs.define
 class InMemoryFiles:
-    """The EFS mount as two dicts: final files and partial files."""
+    """The product store as dicts: final products and partials (with the checksum each was opened for)."""
 
     finals: dict[FileKey, bytes] = attrs.field(factory=dict)
     partials: dict[FileKey, bytearray] = attrs.field(factory=dict)
     validators: dict[FileKey, str] = attrs.field(factory=dict)
+    checksums: dict[FileKey, str | None] = attrs.field(factory=dict)
+    expected_sizes: dict[FileKey, int | None] = attrs.field(factory=dict)
+    #: Keep a final product that does not match (as S3 does) instead of deleting it (as EFS does).
+    keeps_mismatched_finals: bool = False
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     open_partials: Counter[FileKey] = attrs.field(factory=Counter)
 
@@ -366,20 +377,33 @@ class InMemoryFiles:
         content = self.finals.get(key)
         return None if content is None else md5(content)
 
+    def discard_final(self, key: FileKey) -> None:
+        """Delete the final product and the partial (EFS), or leave the product (S3)."""
+        self.crashes.tick("files.discard_final")
+        if not self.keeps_mismatched_finals:
+            self.finals.pop(key, None)
+        self._drop_partial(key)
+
     def remove(self, key: FileKey) -> None:
-        """Delete the final file and the partial."""
+        """Delete the partial, and the final product unless it is kept (S3)."""
         self.crashes.tick("files.remove")
-        self.finals.pop(key, None)
+        if not self.keeps_mismatched_finals:
+            self.finals.pop(key, None)
+        self._drop_partial(key)
+
+    def _drop_partial(self, key: FileKey) -> None:
         self.partials.pop(key, None)
         self.validators.pop(key, None)
+        self.checksums.pop(key, None)
 
     @contextmanager
-    def open_partial(self, key: FileKey) -> Iterator[Partial]:
-        """Resume the partial (creating it empty)."""
+    def open_partial(self, key: FileKey, *, checksum: str | None = None) -> Iterator[Partial]:
+        """Resume the partial (creating it empty), remembering the checksum it must reach."""
         self.crashes.tick("files.open_partial")
         if self.open_partials[key]:
             msg = f"partial of {key.granule_id} is being written"
             raise PartialInUse(msg)
+        self.checksums[key] = checksum
         self.partials.setdefault(key, bytearray())
         self.open_partials[key] += 1
         try:
@@ -388,16 +412,45 @@ class InMemoryFiles:
             self.open_partials[key] -= 1
 
     def promote(self, key: FileKey) -> None:
-        """Move the partial to the final path."""
+        """Move the partial to the final path; refused unless it is open and holds its checksum."""
         self.crashes.tick("files.promote")
+        expected = self.checksums.get(key)
+        mismatch = expected is not None and md5(bytes(self.partials[key])) != expected
+        if not self.open_partials[key] or mismatch:
+            msg = f"cannot promote {key.granule_id}: not open, or not the bytes of its checksum"
+            raise FileStoreError(msg)
         self.finals[key] = bytes(self.partials.pop(key))
         self.validators.pop(key, None)
+        self.checksums.pop(key, None)
 
     def discard_partial(self, key: FileKey) -> None:
         """Drop the partial."""
         self.crashes.tick("files.discard_partial")
-        self.partials.pop(key, None)
-        self.validators.pop(key, None)
+        self._drop_partial(key)
+
+
+@attrs.define
+class InMemoryUploadLedger:
+    """The ``store_upload`` column as a dict (the S3 store's ``UploadLedger``), with crashes."""
+
+    records: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+
+    def load_upload(self, granule_id: str) -> dict[str, Any] | None:
+        """The record of the granule's upload in progress, or ``None``."""
+        self.crashes.tick("ledger.load")
+        record = self.records.get(granule_id)
+        return None if record is None else json.loads(json.dumps(record))
+
+    def save_upload(self, granule_id: str, record: Mapping[str, Any]) -> None:
+        """Replace the record (a JSON round trip, as the column does)."""
+        self.crashes.tick("ledger.save")
+        self.records[granule_id] = json.loads(json.dumps(record))
+
+    def clear_upload(self, granule_id: str) -> None:
+        """Forget the record."""
+        self.crashes.tick("ledger.clear")
+        self.records.pop(granule_id, None)
 
 
 @attrs.define

@@ -15,10 +15,13 @@ from tests.unit.fake_queue import FakeQueue
 def test_defaults_are_the_contracts() -> None:
     """An empty environment gives the defaults of docs/interface.md section 2."""
     settings = Settings.from_env({})
-    expected = ("dhus", "https://scihub.copernicus.eu", 10, 60.0, 900.0, 10.0, 60.0)
+    expected = ("cdse", None, 4, None, "{stem}.zip", 10, 60.0, 900.0, 10.0, 60.0)
     actual = (
         settings.hub_api,
         settings.scihub_url,
+        settings.default_concurrency,
+        settings.store,
+        settings.s3_key_template,
         settings.max_download_retries,
         settings.retry_delay_seconds,
         settings.lease_seconds,
@@ -54,6 +57,17 @@ def test_defaults_are_the_contracts() -> None:
         ("COPERNICUS_DOWNLOAD_HOSTS", "https://download.example"),
         ("COPERNICUS_DOWNLOAD_HOSTS", "download.example:8443"),
         ("COPERNICUS_DOWNLOAD_HOSTS", " , "),
+        ("STORE", "disk"),
+        ("S3_KEY_TEMPLATE", "/{stem}.zip"),
+        ("S3_KEY_TEMPLATE", "granule.zip"),
+        ("S3_KEY_TEMPLATE", "{name}.zip"),
+        ("S3_KEY_TEMPLATE", "{}.zip"),
+        ("S3_KEY_TEMPLATE", "{id!r}.zip"),
+        ("S3_KEY_TEMPLATE", "{stem:>9}.zip"),
+        ("S3_KEY_TEMPLATE", "{id[0]}/{stem}"),
+        ("S3_KEY_TEMPLATE", "{stem"),
+        ("S3_KEY_TEMPLATE", "a\x01/{id}"),
+        ("COPERNICUS_TOKEN_PARAMETER", "my token"),
     ],
 )
 def test_a_malformed_value_names_its_variable(variable: str, value: str) -> None:
@@ -69,8 +83,9 @@ def test_a_malformed_value_names_its_variable(variable: str, value: str) -> None
     "missing", ["TO_DOWNLOAD_SQS_QUEUE_URL", "TO_UPLOAD_SQS_QUEUE_URL", "EFS_MOUNT_DIR", "DATABASE_URL"]
 )
 def test_the_worker_requires_queues_mount_and_database(missing: str) -> None:
-    """run and the Lambda refuse to start without each required variable, naming it."""
+    """run and the Lambda with the EFS store refuse to start without each required variable, naming it."""
     env = {
+        "STORE": "efs",
         "DATABASE_URL": "postgresql://u@h/db",
         "TO_DOWNLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/d",
         "TO_UPLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/u",
@@ -178,3 +193,82 @@ def test_deferral_budget_and_download_hosts() -> None:
         custom.max_defer_seconds,
         custom.copernicus_download_hosts,
     )
+
+
+_WORKER = {
+    "DATABASE_URL": "postgresql://u@h/db",
+    "TO_DOWNLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/d",
+    "SCIHUB_USERNAME": "user",
+    "SCIHUB_PASSWORD": "pw",
+}
+
+
+@pytest.mark.parametrize(
+    ("env", "store"),
+    [
+        ({"UPLOAD_BUCKET": "hls-bucket"}, "s3"),
+        ({"EFS_MOUNT_DIR": "/mnt/efs"}, "efs"),
+        ({"UPLOAD_BUCKET": "b", "EFS_MOUNT_DIR": "/mnt/efs", "STORE": "EFS"}, "efs"),
+        ({"UPLOAD_BUCKET": "b", "EFS_MOUNT_DIR": "/mnt/efs", "STORE": "s3"}, "s3"),
+        ({"UPLOAD_BUCKET": "b", "EFS_MOUNT_DIR": "/mnt/efs"}, None),
+        ({}, None),
+    ],
+)
+def test_the_store_follows_store_or_the_one_variable_set(env: dict[str, str], store: str | None) -> None:
+    """STORE wins; unset, UPLOAD_BUCKET alone means s3 and EFS_MOUNT_DIR alone efs; else undecided."""
+    assert store == Settings.from_env(env).store
+
+
+@pytest.mark.parametrize("env", [{"UPLOAD_BUCKET": "b", "EFS_MOUNT_DIR": "/mnt/efs"}, {}])
+def test_an_undecided_store_stops_the_worker_naming_store(env: dict[str, str]) -> None:
+    """Both or neither of UPLOAD_BUCKET and EFS_MOUNT_DIR, and no STORE: the worker stops naming STORE."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(_WORKER | env).require_worker()
+    assert "STORE" == caught.value.variable
+
+
+def test_the_s3_store_needs_its_bucket_but_no_upload_queue() -> None:
+    """STORE=s3 requires UPLOAD_BUCKET; TO_UPLOAD_SQS_QUEUE_URL is optional there (HLS has no uploader)."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(_WORKER | {"STORE": "s3"}).require_worker()
+    Settings.from_env(_WORKER | {"UPLOAD_BUCKET": "hls-bucket"}).require_worker()
+    assert "UPLOAD_BUCKET" == caught.value.variable
+
+
+@pytest.mark.parametrize(
+    ("template", "key"),
+    [
+        ("{stem}.zip", "S2A_MSIL1C_T28PHQ.zip"),
+        ("{id}/{filename}", "f867a59a/S2A_MSIL1C_T28PHQ.SAFE"),
+        ("l1c/{{raw}}/{stem}", "l1c/{raw}/S2A_MSIL1C_T28PHQ"),
+    ],
+)
+def test_the_s3_key_fills_in_the_template(template: str, key: str) -> None:
+    """{id}, {filename} and {stem} (the filename without its last extension) make the object key."""
+    settings = Settings.from_env({"S3_KEY_TEMPLATE": template})
+    assert key == settings.s3_key("f867a59a", "S2A_MSIL1C_T28PHQ.SAFE")
+
+
+def test_dhus_needs_scihub_url() -> None:
+    """SCIHUB_URL has no default: HUB_API=dhus without it stops the worker naming SCIHUB_URL."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            _WORKER
+            | {"EFS_MOUNT_DIR": "/", "TO_UPLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/u", "HUB_API": "dhus"}
+        ).require_worker()
+    assert "SCIHUB_URL" == caught.value.variable
+
+
+def test_the_default_concurrency_follows_the_hub() -> None:
+    """4 downloads at once with CDSE (its per-account limit), 15 with DHuS."""
+    cdse, dhus = Settings.from_env({}), Settings.from_env({"HUB_API": "dhus"})
+    assert (4, 15) == (cdse.default_concurrency, dhus.default_concurrency)
+
+
+def test_cdse_credentials_may_be_a_token_parameter_alone() -> None:
+    """COPERNICUS_TOKEN_PARAMETER stands for credentials with CDSE; with neither, SCIHUB_USERNAME is named."""
+    base = {k: v for k, v in _WORKER.items() if not k.startswith("SCIHUB_")} | {"UPLOAD_BUCKET": "b"}
+    Settings.from_env(base | {"COPERNICUS_TOKEN_PARAMETER": "/hls/token"}).require_hub()
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(base).require_hub()
+    assert "SCIHUB_USERNAME" == caught.value.variable

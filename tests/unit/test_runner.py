@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -18,12 +20,22 @@ from s2_downloader.domain.errors import BadRequest, FailureKind, StoreError
 from s2_downloader.domain.granule import Granule
 from s2_downloader.entrypoints.dispatch import Outage
 from s2_downloader.entrypoints.runner import Runner, RunnerSettings
-from tests.unit.fake_queue import FakeQueue
+from tests.unit.fake_queue import FakeQueue, ManualClock
 from tests.unit.fakes import HubFault, InMemoryGranuleStore
 from tests.unit.world import HUB, World
 
 #: Readings of an empty queue this far apart keep the until-empty tests quick.
 FAST_EMPTY = RunnerSettings(until_empty=True, empty_interval=0.02)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def on_hub(url: str) -> None:
@@ -61,15 +73,18 @@ def test_shutdown_hands_in_flight_messages_back_and_releases_their_granules() ->
     world.add("slow", b"x" * 400)
     queue.send(_body("slow"))
     started = threading.Event()
-
-    def crawl(granule_id: str, index: int) -> None:
-        started.set()
-        time.sleep(0.05)
-
-    world.hub.on_chunk = crawl
     runner = Runner(
         queue=queue, ports=world.ports(), check_url=on_hub, settings=RunnerSettings(grace_seconds=0.2)
     )
+
+    def crawl(granule_id: str, index: int) -> None:
+        # The first chunk lasts until the grace period is over: however slow the machine,
+        # the download is still running when the runner gives up on it.
+        started.set()
+        if index == 0:
+            wait_until(runner.cancel.is_set, timeout=10)
+
+    world.hub.on_chunk = crawl
     thread = threading.Thread(target=runner.run)
     thread.start()
     assert started.wait(5)
@@ -84,14 +99,25 @@ def test_shutdown_hands_in_flight_messages_back_and_releases_their_granules() ->
 def test_long_work_keeps_its_message_invisible() -> None:
     """While a message is worked on, the runner renews its visibility before it runs out."""
     world = World()
-    queue = FakeQueue(visibility=1)
+    clock = ManualClock()
+    queue = FakeQueue(visibility=1, clock=clock)
     world.add("slow", b"x" * 40)
     queue.send(_body("slow"))
-    world.hub.on_chunk = lambda granule_id, index: time.sleep(0.2)
+    renewed: list[bool] = []
+
+    def crawl(granule_id: str, index: int) -> None:
+        # Three chunks, each waiting for one more renewal and then spending 0.9 s of the
+        # queue's clock: 2.7 s in all, so the 1 s visibility would have run out without them.
+        if index < 3:
+            renewed.append(queue.wait_for_renewals("m0/1", index + 1, timeout=10))
+            clock.advance(0.9)
+
+    world.hub.on_chunk = crawl
     runner = Runner(queue=queue, ports=world.ports(), check_url=on_hub, settings=FAST_EMPTY)
     assert 0 == runner.run()
-    assert ["m0"] == queue.deleted
-    assert any(seconds == 1 for _, seconds in queue.visibility_calls)
+    assert [True, True, True] == renewed
+    assert (["m0"], 1) == (queue.deleted, queue.most_receives)
+    assert {1} == {seconds for handle, seconds, _ in queue.renewals if handle == "m0/1"}
     assert {"done": 1} == dict(runner.board.outcomes)
 
 
@@ -156,17 +182,20 @@ def test_a_redelivered_message_keeps_the_later_delivery_renewed() -> None:
     world.add("slow", b"x" * 200)
     queue.send(_body("slow"))
     downloading = threading.Event()
+    finish = threading.Event()
 
     def crawl(granule_id: str, index: int) -> None:
+        # The second delivery's download lasts until the test has seen what it waits for.
         downloading.set()
-        time.sleep(0.05)
+        if index == 1:
+            finish.wait(10)
 
     world.hub.on_chunk = crawl
     runner = Runner(
         queue=queue,
         ports=world.ports(granules=gated),
         check_url=on_hub,
-        settings=RunnerSettings(grace_seconds=0.2),
+        settings=RunnerSettings(grace_seconds=5),
     )
     thread = threading.Thread(target=runner.run)
     thread.start()
@@ -174,15 +203,16 @@ def test_a_redelivered_message_keeps_the_later_delivery_renewed() -> None:
     queue.redeliver("m0")  # the first delivery's visibility ran out while it waited
     assert downloading.wait(5)  # the second delivery holds the lease and downloads
     gated.gate.set()  # the first finds the lease held: deferred, re-sent, settled
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not queue.sent[1:]:
-        time.sleep(0.01)
+    assert wait_until(lambda: bool(queue.sent[1:]), timeout=5)
     settled = time.monotonic()
-    time.sleep(1.5)  # longer than one heartbeat interval (visibility / 3)
+    renewed_later = wait_until(
+        lambda: any(h == "m0/2" and at > settled for h, _, at in queue.renewals), timeout=10
+    )
+    finish.set()
     runner.stop()
     thread.join(10)
     renewed_after = {handle for handle, seconds, at in queue.renewals if seconds == 3 and at > settled}
-    assert (1, {"m0/2"}) == (len(queue.sent[1:]), renewed_after)
+    assert (True, 1, {"m0/2"}) == (renewed_later, len(queue.sent[1:]), renewed_after)
 
 
 def test_until_empty_needs_three_empty_readings_apart() -> None:
@@ -191,18 +221,26 @@ def test_until_empty_needs_three_empty_readings_apart() -> None:
     world.add("late", b"late bytes")
     # Approximate counts: the delayed message shows up in none of them, as on SQS at the edge.
     queue = FakeQueue(blind_counts=True)
-    queue.send(_body("late"), delay_seconds=0)
-    queue.messages["m0"].visible_at = time.monotonic() + 0.3
+    queue.send(_body("late"))
+    queue.messages["m0"].visible_at = float("inf")
+    readings: list[float] = []
+
+    def delay_ends_after_the_first_reading() -> None:
+        readings.append(time.monotonic())
+        if len(readings) == 1:
+            queue.redeliver("m0")
+
+    queue.on_counts = delay_ends_after_the_first_reading
     runner = Runner(
         queue=queue,
         ports=world.ports(),
         check_url=on_hub,
         settings=RunnerSettings(until_empty=True, empty_interval=0.2),
     )
-    started = time.monotonic()
     assert 0 == runner.run()
     assert ({}, ["m0"]) == (queue.messages, queue.deleted)
-    assert time.monotonic() - started >= 0.4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(readings[1:])]
+    assert (3, True) == (len(readings[1:]), all(gap >= 0.2 for gap in gaps))
 
 
 @attrs.define
@@ -211,6 +249,8 @@ class FlakyStore:
 
     store: InMemoryGranuleStore
     down: threading.Event = attrs.field(factory=threading.Event)
+    #: The outage ends by itself after this many refusals (counted, not timed).
+    up_after: int | None = None
     refused: int = 0
     at_once: int = 0
     most_at_once: int = 0
@@ -225,6 +265,8 @@ class FlakyStore:
             time.sleep(0.02)  # a connection attempt that fails
             with self._lock:
                 self.at_once -= 1
+                if self.up_after is not None and self.refused >= self.up_after:
+                    self.down.clear()
             raise StoreError("granule store: claim failed: connection refused")
 
     def claim(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> Granule | None:
@@ -251,7 +293,8 @@ def test_a_database_outage_spends_no_receive_count_and_logs_once(caplog: pytest.
     """While the store is down, messages are re-sent fresh, the runner probes one at a time, and the
     outage is logged once as it starts and once as it ends."""
     world = World()
-    flaky = FlakyStore(store=world.store)
+    # Up after the first burst (one refusal per worker at most) and a refused probe after it.
+    flaky = FlakyStore(store=world.store, up_after=4 + 1)
     flaky.down.set()
     queue = FakeQueue()
     names = [f"g{i}" for i in range(6)]
@@ -265,11 +308,10 @@ def test_a_database_outage_spends_no_receive_count_and_logs_once(caplog: pytest.
         settings=RunnerSettings(until_empty=True, empty_interval=0.02, concurrency=4),
         outage=Outage("granule store", base_seconds=0.05, max_seconds=0.2, min_resend_seconds=1),
     )
-    threading.Timer(1.0, flaky.down.clear).start()
     with caplog.at_level(logging.INFO):
         assert 0 == runner.run()
     events = [getattr(r, "event", None) for r in caplog.records]
     assert {State.VERIFIED} == {world.store.granules[n].state for n in names}
     assert (1, 1, 1) == (events.count("outage_started"), events.count("outage_ended"), queue.most_receives)
     assert 0 == sum(1 for _, seconds in queue.visibility_calls if seconds == 0)
-    assert flaky.refused >= 2
+    assert flaky.refused >= 4 + 1

@@ -296,7 +296,7 @@ def test_a_stale_worker_never_deletes_the_file_another_worker_just_verified(worl
 
 
 def test_a_corrupt_final_file_is_removed_only_after_the_start_is_recorded(world: World) -> None:
-    """The lease-checked StartDownload comes before the removal of a final file that does not match."""
+    """The lease-checked StartDownload comes before a final file that does not match is discarded."""
     request = world.add("g1", PRODUCT)
     world.files.finals[world.key("g1")] = b"corrupt"
     world.crashes.log.clear()
@@ -304,7 +304,7 @@ def test_a_corrupt_final_file_is_removed_only_after_the_start_is_recorded(world:
     world.handle(request)
 
     log = world.crashes.log
-    assert log.index("granules.record.StartDownload") < log.index("files.remove")
+    assert log.index("granules.record.StartDownload") < log.index("files.discard_final")
 
 
 def test_file_store_errors_propagate_without_failing_the_granule(world: World) -> None:

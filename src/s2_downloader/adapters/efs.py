@@ -263,6 +263,10 @@ class EfsPartial:
             raise _error("store the validator beside", self.path, exc) from exc
         self._validator = validator
 
+    def expect_size(self, total_size: int | None) -> None:
+        """Nothing to do: a file grows as it is written."""
+        del total_size
+
     def fileno(self) -> int:
         """The descriptor of the open partial: the file that is hashed."""
         return self._file.fileno()
@@ -340,7 +344,7 @@ class EfsPartial:
 
 @attrs.define
 class EfsFileStore:
-    """Products and partial files under ``mount`` (the ``Files`` port: final and partial files)."""
+    """Products and partial files under ``mount`` (the ``Files`` port: final products and partials)."""
 
     mount: Path = attrs.field(converter=Path)
     #: The partials open through this store, by path: promote needs the descriptor that was hashed.
@@ -400,6 +404,10 @@ class EfsFileStore:
             os.close(fd)
         return digest.hexdigest()
 
+    def discard_final(self, key: FileKey) -> None:
+        """Delete a final file that does not match (and the partial of ``key``), as ``remove`` does."""
+        self.remove(key)
+
     def remove(self, key: FileKey) -> None:
         """Delete the final file and the partial of ``key``, then the granule directory if empty."""
         directory = self._directory(key)
@@ -410,8 +418,12 @@ class EfsFileStore:
     # -- PartialFiles ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def open_partial(self, key: FileKey) -> Iterator[EfsPartial]:
-        """Open the partial of ``key`` for appending, its digest seeded with what it already holds."""
+    def open_partial(self, key: FileKey, *, checksum: str | None = None) -> Iterator[EfsPartial]:
+        """Open the partial of ``key`` for appending, its digest seeded with what it already holds.
+
+        ``checksum`` is not needed here: the use case promotes only a matching digest.
+        """
+        del checksum
         directory = self._directory(key)
         path = directory / partial_name(key.filename)
         try:

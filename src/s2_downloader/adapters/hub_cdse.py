@@ -8,13 +8,14 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import urllib3
 
 from s2_downloader.adapters.hub_http import (
     DEFAULT_CHUNK_SIZE,
+    Credentials,
     HubHttp,
     ProductResponseStream,
     is_md5,
@@ -24,7 +25,7 @@ from s2_downloader.adapters.urls import Origin, check_url, shown
 from s2_downloader.domain.errors import BadRequest, DeadlineExceeded, FailureKind, HubError
 from s2_downloader.domain.request import DownloadRequest
 
-__all__ = ["DEFAULT_DOWNLOAD_HOSTS", "CdseHub", "CdseTokens"]
+__all__ = ["DEFAULT_DOWNLOAD_HOSTS", "CdseHub", "CdseTokens", "TokenSource"]
 
 #: Where CDSE's zipper redirects downloads today (reached over https only).
 DEFAULT_DOWNLOAD_HOSTS = frozenset({"download.dataspace.copernicus.eu"})
@@ -34,6 +35,18 @@ _log = logging.getLogger("s2_downloader.hub.cdse")
 _MAX_MARGIN = 60.0
 _MARGIN_SHARE = 0.1
 _NEVER = float("inf")
+
+
+class TokenSource(Credentials, Protocol):
+    """Where ``CdseHub`` gets its bearer token: ``CdseTokens`` (own grants) or an SSM parameter.
+
+    ``identity_url`` is CDSE's token endpoint; its host is one of the CDSE hosts.
+    """
+
+    @property
+    def identity_url(self) -> str:
+        """COPERNICUS_IDENTITY_URL."""
+        ...
 
 
 def _margin(lifetime: float) -> float:
@@ -199,7 +212,7 @@ class CdseHub:
     """
 
     pool: urllib3.PoolManager
-    tokens: CdseTokens
+    tokens: TokenSource
     checksum_url: str
     zipper_url: str
     connect_timeout: float = 10.0

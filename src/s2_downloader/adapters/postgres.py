@@ -29,6 +29,7 @@ import attrs
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from s2_downloader.domain import lifecycle
@@ -732,6 +733,37 @@ class PostgresGranuleStore:
             )
 
         return self._run("status report", work, retry=True)
+
+    # -- the S3 store's upload record (its UploadLedger) -----------------------------
+
+    def load_upload(self, granule_id: str) -> Mapping[str, Any] | None:
+        """The ``store_upload`` record of the granule, or ``None``."""
+
+        def work(conn: psycopg.Connection[Any]) -> Mapping[str, Any] | None:
+            row = conn.execute("SELECT store_upload FROM granule WHERE id = %s", (granule_id,)).fetchone()
+            record = None if row is None else row[0]
+            return record if isinstance(record, dict) else None
+
+        return self._run("load upload record", work, retry=True)
+
+    def save_upload(self, granule_id: str, record: Mapping[str, Any]) -> None:
+        """Replace the granule's ``store_upload`` record."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(
+                "UPDATE granule SET store_upload = %s WHERE id = %s", (Jsonb(dict(record)), granule_id)
+            )
+
+        # Idempotent: a repeat writes the same record.
+        self._run("save upload record", work, retry=True)
+
+    def clear_upload(self, granule_id: str) -> None:
+        """Forget the granule's ``store_upload`` record."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("UPDATE granule SET store_upload = NULL WHERE id = %s", (granule_id,))
+
+        self._run("clear upload record", work, retry=True)
 
     # -- helpers ------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s2_downloader.adapters.wire import upload_message
@@ -40,6 +42,7 @@ __all__ = [
     "ReceivedMessage",
     "SqsQueue",
     "SqsUploadQueue",
+    "queue_url_of_arn",
 ]
 
 #: SQS's own limits; values outside them are clamped rather than sent to fail.
@@ -71,6 +74,10 @@ _COUNT_ATTRIBUTES: Final[list[QueueAttributeNameType]] = [
     "ApproximateNumberOfMessagesDelayed",
 ]
 _DETAIL_LIMIT: Final = 200
+#: ``arn:<partition>:sqs:<region>:<account>:<queue name>``
+_QUEUE_ARN = re.compile(
+    r"arn:[a-z0-9-]{1,20}:sqs:([a-z0-9-]{1,40}):([0-9]{12}|[0-9a-z]{1,40}):([A-Za-z0-9_.-]{1,80})"
+)
 # An endpoint URL may carry user:password@; error text must not.
 _USERINFO = re.compile(r"//[^/@\s]+@")
 
@@ -297,16 +304,21 @@ class SqsQueue:
         return bool(response.get("Attributes", {}).get("RedrivePolicy"))
 
     def _fail(self, operation: str, exc: BotoCoreError | ClientError) -> NoReturn:
-        if isinstance(exc, ClientError):
-            # botocore-stubs' TypedDict lacks QueryErrorCode, which the JSON protocol adds.
-            error: Mapping[str, str] = exc.response.get("Error", {})  # type: ignore[assignment]
-            code = error.get("Code") or "Unknown"
-            msg = f"SQS {operation} on {self.name} failed: {code}: {_scrub(error.get('Message', ''))}"
-            if operation in {"DeleteMessage", "ChangeMessageVisibility"} and _is_receipt_error(error):
-                raise ReceiptExpired(msg) from exc
-            raise QueueError(msg) from exc
-        msg = f"SQS {operation} on {self.name} failed: {type(exc).__name__}: {_scrub(str(exc))}"
+        _fail(operation, self.name, exc)
+
+
+def _fail(operation: str, queue: str, exc: BotoCoreError | ClientError) -> NoReturn:
+    """Raise the ``QueueError`` (or ``ReceiptExpired``) that ``exc`` from ``operation`` on ``queue`` means."""
+    if isinstance(exc, ClientError):
+        # botocore-stubs' TypedDict lacks QueryErrorCode, which the JSON protocol adds.
+        error: Mapping[str, str] = exc.response.get("Error", {})  # type: ignore[assignment]
+        code = error.get("Code") or "Unknown"
+        msg = f"SQS {operation} on {queue} failed: {code}: {_scrub(error.get('Message', ''))}"
+        if operation in {"DeleteMessage", "ChangeMessageVisibility"} and _is_receipt_error(error):
+            raise ReceiptExpired(msg) from exc
         raise QueueError(msg) from exc
+    msg = f"SQS {operation} on {queue} failed: {type(exc).__name__}: {_scrub(str(exc))}"
+    raise QueueError(msg) from exc
 
 
 @attrs.define
@@ -318,3 +330,23 @@ class SqsUploadQueue:
     def send_upload(self, granule_id: str, filename: str) -> None:
         """Send the upload message ``{"id": ..., "filename": ...}`` for a verified granule."""
         self.queue.send(upload_message(granule_id, filename))
+
+
+def queue_url_of_arn(arn: str, client: SQSClient | None = None) -> str:
+    """The URL of the queue ``arn`` names (an SQS event record's ``eventSourceARN``), by GetQueueUrl.
+
+    ``client`` defaults to a short-lived one in the ARN's region. Raises ``QueueError``.
+    """
+    match = _QUEUE_ARN.fullmatch(arn)
+    if match is None:
+        msg = f"{_scrub(arn)!r} is not an SQS queue ARN"
+        raise QueueError(msg)
+    region, account, name = match.groups()
+    if client is None:
+        config = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+        client = boto3.session.Session().client("sqs", region_name=region, config=config)
+    try:
+        # The owner's account is passed on so a queue of another account is found too.
+        return client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    except (BotoCoreError, ClientError) as exc:
+        _fail("GetQueueUrl", name, exc)

@@ -15,6 +15,7 @@ __all__ = [
     "QueueError",
     "S2DownloaderError",
     "StoreError",
+    "StoreUnavailable",
 ]
 
 
@@ -46,7 +47,15 @@ class StoreError(S2DownloaderError):
 
 
 class FileStoreError(S2DownloaderError):
-    """The file store (the EFS mount) could not be read or written."""
+    """The file store (the EFS mount or the S3 bucket) could not be read or written."""
+
+
+class StoreUnavailable(FileStoreError):
+    """The file store cannot be reached or asks to slow down (S3 ``SlowDown``, 503); try again later.
+
+    Like every ``FileStoreError`` it leaves ``handle`` with the granule released and is never
+    counted against the granule: the entry points hand the message back with a delay.
+    """
 
 
 class PartialInUse(FileStoreError):

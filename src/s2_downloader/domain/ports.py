@@ -55,7 +55,7 @@ class GranuleStore(Protocol):
 
 @attrs.frozen(kw_only=True)
 class FileKey:
-    """Where a product lives: ``<mount>/<granule_id>/<filename>``."""
+    """Which product: ``<mount>/<granule_id>/<filename>`` on EFS, a key rendered from both on S3."""
 
     granule_id: str
     filename: str
@@ -117,11 +117,11 @@ class Hub(Protocol):
 
 
 class Partial(Protocol):
-    """A partial file open for appending; it hashes what it holds as bytes arrive."""
+    """Data in progress for one product, open for appending; it hashes what it holds as bytes arrive."""
 
     @property
     def size(self) -> int:
-        """Bytes held so far."""
+        """Bytes held so far: where the next request to the hub starts."""
         ...
 
     def write(self, chunk: bytes) -> None:
@@ -137,6 +137,13 @@ class Partial(Protocol):
         """Record the validator of the response a fresh (empty) partial is about to hold."""
         ...
 
+    def expect_size(self, total_size: int | None) -> None:
+        """Say the product's full size (when the hub said it) before a fresh partial's first byte.
+
+        A store that sends the product in pieces sizes them from it; others ignore it.
+        """
+        ...
+
     def restart(self) -> None:
         """Drop everything held and start again from byte 0."""
         ...
@@ -147,30 +154,45 @@ class Partial(Protocol):
 
 
 class PartialFiles(Protocol):
-    """Data in progress, under a name that can never be taken for a final file."""
+    """Data in progress, under a name that can never be taken for a final product."""
 
-    def open_partial(self, key: FileKey) -> AbstractContextManager[Partial]:
-        """Open the partial for ``key``, resuming what an earlier attempt left."""
+    def open_partial(self, key: FileKey, *, checksum: str) -> AbstractContextManager[Partial]:
+        """Open the partial for ``key``, resuming what an earlier attempt left.
+
+        ``checksum`` is the MD5 the product must have; a store may keep it with the data in
+        progress (S3 sets it as the object's ``md5`` metadata) and refuses to promote
+        anything else.
+        """
         ...
 
     def promote(self, key: FileKey) -> None:
-        """Move the (flushed) partial to the final path atomically."""
+        """Make the partial (still open, its digest equal to the checksum) the final product, atomically."""
         ...
 
     def discard_partial(self, key: FileKey) -> None:
-        """Delete the partial, if there is one."""
+        """Drop the partial, if there is one (S3: abort its multipart upload)."""
         ...
 
 
 class FinalFiles(Protocol):
-    """Products at their final path."""
+    """Products under their final name."""
 
     def final_digest(self, key: FileKey) -> str | None:
-        """The MD5 of the final file, or ``None`` when there is none."""
+        """The MD5 of the final product, or ``None`` when there is none (or its MD5 cannot be known)."""
+        ...
+
+    def discard_final(self, key: FileKey) -> None:
+        """Take a final product whose digest does not match out of the way of a new download.
+
+        EFS deletes it (and any partial); S3 leaves the object alone until a verified upload
+        replaces it.
+        """
         ...
 
     def remove(self, key: FileKey) -> None:
-        """Delete the final file and any partial of ``key``."""
+        """Clean up after a granule that failed for good: its partial (S3: the open multipart
+        upload is aborted) and, where the store deletes unverified products (EFS), the final file.
+        """
         ...
 
 

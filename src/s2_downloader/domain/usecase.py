@@ -48,7 +48,7 @@ _HEARTBEAT_SHARE = 1 / 3
 
 
 class Files(FinalFiles, PartialFiles, Protocol):
-    """The file store: final files and partial files of one mount."""
+    """The product store (an EFS mount or an S3 bucket): final products and data in progress."""
 
 
 class _Never:
@@ -185,15 +185,15 @@ class _Attempt:
         self.granule = ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
         if on_disk is not None:
             _log.warning(
-                "final file does not match its checksum; removed",
+                "final file does not match its checksum; set aside for a new download",
                 extra=self._extra("final_file_mismatch", expected=checksum, actual=on_disk),
             )
-            ports.files.remove(self.key)
+            ports.files.discard_final(self.key)
         started = ports.clock.monotonic()
         self._last_beat = started
         empty = False
         try:
-            with ports.files.open_partial(self.key) as partial:
+            with ports.files.open_partial(self.key, checksum=checksum) as partial:
                 try:
                     resumed_from = self._stream_into(partial)
                 finally:
@@ -243,6 +243,7 @@ class _Attempt:
             if resumed_from == 0:
                 # Before the first byte, so the stored validator always describes the bytes held.
                 partial.set_validator(stream.validator)
+                partial.expect_size(stream.total_size)
             total = stream.total_size
             ports.progress.transferred(self.request.id, resumed_from, total)
             for chunk in stream.chunks():

@@ -1,31 +1,29 @@
-"""The ``s2-downloader`` command line: migrate, run, status, demo (docs/interface.md section 1)."""
+"""The ``s2-downloader`` command line (docs/interface.md section 1): arguments in, exit code out.
+
+migrate, run, status, requeue, failures, fetch, demo. This module parses the arguments,
+hands each command to the module that does it, and turns errors into one line and an
+exit code (0 done, 2 usage or configuration, 1 anything else).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import signal
 import sys
-import time
 from collections.abc import Sequence
-from types import FrameType
 
-from s2_downloader.adapters.postgres import PostgresGranuleStore, StoreStatus, migrate
+from s2_downloader.adapters.granule_queries import RequeueFilter
+from s2_downloader.adapters.metrics import EmfMetrics
 from s2_downloader.domain.errors import S2DownloaderError
+from s2_downloader.entrypoints.admin import failures_command, migrate_command, requeue_command, status_command
 from s2_downloader.entrypoints.config import ConfigError, Settings
-from s2_downloader.entrypoints.logs import JsonFormatter, configure_logging, scrub
-from s2_downloader.entrypoints.progress import (
-    ConsoleFormatter,
-    DisplayLogHandler,
-    ProgressBoard,
-    TerminalDisplay,
-)
-from s2_downloader.entrypoints.runner import Runner, RunnerSettings
-from s2_downloader.entrypoints.sweep import sweep_mount
-from s2_downloader.entrypoints.wiring import build, check_not_fifo, database_url, open_database
+from s2_downloader.entrypoints.fetch import fetch_command
+from s2_downloader.entrypoints.local_run import run_locally
+from s2_downloader.entrypoints.logs import scrub
+from s2_downloader.entrypoints.requeue import parse_filter
+from s2_downloader.entrypoints.usage import UsageError
 
-__all__ = ["main", "run_command"]
+__all__ = ["main"]
 
 _log = logging.getLogger("s2_downloader.cli")
 
@@ -47,15 +45,57 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("migrate", help="create or upgrade the database schema (idempotent)")
     run = sub.add_parser("run", help="the local runner: long-poll the download queue and download")
-    run.add_argument("--concurrency", type=_positive, default=15, help="downloads at once (default 15)")
+    run.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=None,
+        help="downloads at once (default 4 with HUB_API=cdse, 15 with dhus)",
+    )
     run.add_argument(
         "--until-empty", action="store_true", help="exit 0 once nothing is in flight and the queue is empty"
     )
+    run.add_argument("--metrics", action="store_true", help="also write CloudWatch EMF records to stdout")
     status = sub.add_parser("status", help="granule counts per state, last download, oldest lease")
     status.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    _requeue_parser(sub)
+    failures = sub.add_parser("failures", help="failed and retrying granules, newest first, counts per kind")
+    failures.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    failures.add_argument("--limit", type=_positive, default=50, help="granules listed (default 50)")
+    fetch = sub.add_parser("fetch", help="download one product by id: no queue, no database")
+    fetch.add_argument("id", metavar="ID", help="the product's id on the hub")
+    fetch.add_argument("--dir", default=None, help="where to put it (default: the current directory)")
+    fetch.add_argument(
+        "--filename", default=None, help="its name (default: the hub's name with .SAFE -> .zip, or ID.zip)"
+    )
     demo = sub.add_parser("demo", help="the whole pipeline on 127.0.0.1 with synthetic granules")
     demo.add_argument("--granules", type=_positive, default=24, help="how many granules (default 24)")
     return parser
+
+
+def _requeue_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    requeue_cmd = sub.add_parser(
+        "requeue", help="send a download message for each matching granule that is not verified"
+    )
+    requeue_cmd.add_argument(
+        "--ingested-on", action="append", default=[], metavar="DATE", help="UTC day YYYY-MM-DD (repeatable)"
+    )
+    requeue_cmd.add_argument("--ingested-since", metavar="DATE", help="from this UTC day on (inclusive)")
+    requeue_cmd.add_argument("--ingested-until", metavar="DATE", help="up to this UTC day (inclusive)")
+    requeue_cmd.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        help="granules in this state (repeatable; default: pending, retrying, expired claims)",
+    )
+    requeue_cmd.add_argument("--id", action="append", default=[], dest="ids", help="this id (repeatable)")
+    requeue_cmd.add_argument(
+        "--all", action="store_true", dest="all_granules", help="required when no filter is given"
+    )
+    requeue_cmd.add_argument(
+        "--revive-failed", action="store_true", help="take failed granules back to pending and requeue them"
+    )
+    requeue_cmd.add_argument("--dry-run", action="store_true", help="change nothing; print the same report")
+    requeue_cmd.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,13 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "migrate":
-            return _migrate()
+            return migrate_command()
         if args.command == "run":
-            return run_command(
-                Settings.from_env(), concurrency=args.concurrency, until_empty=args.until_empty
+            settings = Settings.from_env()
+            return run_locally(
+                settings,
+                concurrency=_concurrency(settings, args.concurrency),
+                until_empty=args.until_empty,
+                metrics=EmfMetrics(sys.stdout, hub=settings.hub_api) if args.metrics else None,
             )
         if args.command == "status":
-            return _status(as_json=args.json)
+            return status_command(as_json=args.json)
+        if args.command == "requeue":
+            return requeue_command(_requeue_filter(args), dry_run=args.dry_run, as_json=args.json)
+        if args.command == "failures":
+            return failures_command(as_json=args.json, limit=args.limit)
+        if args.command == "fetch":
+            return fetch_command(Settings.from_env(), args.id, directory=args.dir, filename=args.filename)
         from s2_downloader.testing.demo import run_demo  # noqa: PLC0415 - the demo's stack is optional
 
         return run_demo(granules=args.granules)
@@ -78,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ConfigError as exc:
         print(f"s2-downloader: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except UsageError as exc:
+        print(f"s2-downloader {args.command}: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     except S2DownloaderError as exc:
         print(f"s2-downloader: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
@@ -88,124 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _migrate() -> int:
-    configure_logging()
-    applied = migrate(database_url(Settings.from_env()))
-    print(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")  # noqa: T201
-    return 0
+def _concurrency(settings: Settings, asked: int | None) -> int:
+    if asked is not None:
+        return asked
+    # 4 with CDSE (its per-account connection limit), 15 with DHuS: the settings know.
+    return settings.default_concurrency
 
 
-def _status(*, as_json: bool) -> int:
-    configure_logging(logging.WARNING)
-    # The pool logs every failed connection attempt; status reports the outcome once.
-    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-    pool = open_database(Settings.from_env(), max_size=1)
-    try:
-        report = PostgresGranuleStore(pool=pool).status_report()
-    finally:
-        pool.close()
-    print(json.dumps(_status_json(report)) if as_json else _status_text(report))  # noqa: T201
-    return 0
-
-
-def _status_json(report: StoreStatus) -> dict[str, object]:
-    oldest = report.oldest_in_progress
-    return {
-        "counts": {state.value: count for state, count in report.counts.items()},
-        "total": report.total,
-        "last_file_downloaded_time": report.last_file_downloaded_time,
-        "oldest_in_progress": None
-        if oldest is None
-        else {
-            "granule_id": oldest.granule_id,
-            "owner": oldest.owner,
-            "lease_expires_at": oldest.expires_at.isoformat() if oldest.expires_at else None,
-            "download_started": oldest.started_at.isoformat() if oldest.started_at else None,
-        },
-    }
-
-
-def _status_text(report: StoreStatus) -> str:
-    lines = [f"{state.value:<12} {count:>8}" for state, count in report.counts.items()]
-    lines.append(f"{'total':<12} {report.total:>8}")
-    lines.append(f"last_file_downloaded_time: {report.last_file_downloaded_time or 'never'}")
-    oldest = report.oldest_in_progress
-    if oldest is None:
-        lines.append("oldest in-progress lease: none")
-    else:
-        expires = oldest.expires_at.isoformat() if oldest.expires_at else "?"
-        lines.append(f"oldest in-progress lease: {oldest.granule_id} held by {oldest.owner} until {expires}")
-    return "\n".join(lines)
-
-
-def run_command(
-    settings: Settings,
-    *,
-    concurrency: int,
-    until_empty: bool,
-    interactive: bool | None = None,
-) -> int:
-    """The local runner with its progress display (on a terminal) or JSON log lines (otherwise)."""
-    interactive = sys.stderr.isatty() if interactive is None else interactive
-    board = ProgressBoard()
-    display = TerminalDisplay(board=board) if interactive else None
-    if display is not None:
-        handler = DisplayLogHandler(display)
-        handler.setFormatter(ConsoleFormatter())
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
-    else:
-        configure_logging()
-    container = build(settings, concurrency=concurrency)
-    try:
-        check_not_fifo(container.queues)
-        # An unreadable directory is logged and skipped: it must not stop every start.
-        swept = sweep_mount(settings.efs_mount_dir or "")
-        if swept:
-            _log.info("swept stale partial files", extra={"event": "partials_swept", "count": swept})
-        runner = Runner(
-            queue=container.download_queue,
-            ports=container.ports,
-            check_url=container.check_download_url,
-            settings=RunnerSettings(concurrency=concurrency, until_empty=until_empty),
-            board=board,
-        )
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            del frame
-            _log.info("signal received; stopping", extra={"event": "signal", "signal": signum})
-            runner.stop()
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        started = time.monotonic()
-        if display is not None:
-            display.start()
-        try:
-            code = runner.run()
-        finally:
-            if display is not None:
-                display.stop()
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-        _summary(board, time.monotonic() - started, display is not None)
-        return code
-    finally:
-        container.close()
-
-
-def _summary(board: ProgressBoard, seconds: float, interactive: bool) -> None:
-    _, total, outcomes, _ = board.snapshot()
-    fields = {
-        "event": "runner_summary",
-        "bytes": total,
-        "seconds": round(seconds, 3),
-        "mb_per_s": round(total / seconds / 1e6, 1) if seconds > 0 else 0.0,
-        **{f"outcome_{name}": count for name, count in outcomes.items()},
-    }
-    if interactive:
-        counts = ", ".join(f"{n} {name}" for name, n in sorted(outcomes.items())) or "nothing handled"
-        print(f"done: {counts}; {total / 1e6:,.1f} MB in {seconds:,.1f} s", file=sys.stderr)  # noqa: T201
-    else:
-        record = logging.LogRecord("s2_downloader.runner", logging.INFO, "", 0, "runner summary", (), None)
-        record.__dict__.update(fields)
-        print(JsonFormatter().format(record), file=sys.stderr)  # noqa: T201
+def _requeue_filter(args: argparse.Namespace) -> RequeueFilter:
+    return parse_filter(
+        ingested_on=args.ingested_on,
+        ingested_since=args.ingested_since,
+        ingested_until=args.ingested_until,
+        states=args.state,
+        ids=args.ids,
+        all_granules=args.all_granules,
+        revive_failed=args.revive_failed,
+    )

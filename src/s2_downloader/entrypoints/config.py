@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import string
 from collections.abc import Callable, Mapping
 from typing import Literal, TypeVar
 
@@ -13,7 +14,7 @@ import psycopg.conninfo
 from s2_downloader.adapters.urls import check_url
 from s2_downloader.domain.errors import BadRequest, S2DownloaderError
 
-__all__ = ["ConfigError", "HubCredentials", "Settings"]
+__all__ = ["DEFAULT_CONCURRENCY", "S3_KEY_TEMPLATE", "ConfigError", "HubCredentials", "Settings", "s3_key"]
 
 _T = TypeVar("_T")
 
@@ -21,6 +22,13 @@ CDSE_CHECKSUM_URL = "https://catalogue.dataspace.copernicus.eu"
 CDSE_ZIPPER_URL = "https://zipper.dataspace.copernicus.eu"
 CDSE_IDENTITY_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
 CDSE_DOWNLOAD_HOSTS = frozenset({"download.dataspace.copernicus.eu"})
+#: The S3 store's default object key: HLS's own (``<root>.zip``).
+S3_KEY_TEMPLATE = "{stem}.zip"
+#: Downloads at once by default: CDSE allows 4 connections per account; DHuS mirrors more.
+DEFAULT_CONCURRENCY: Mapping[str, int] = {"cdse": 4, "dhus": 15}
+_KEY_FIELDS = frozenset({"id", "filename", "stem"})
+#: The longest template accepted: its fields can add up to 256 + 255 bytes, and S3 keys end at 1024.
+_MAX_TEMPLATE_BYTES = 500
 
 
 class ConfigError(S2DownloaderError):
@@ -79,6 +87,56 @@ def _hosts(name: str, value: str) -> frozenset[str]:
     return frozenset(hosts)
 
 
+def _store(name: str, value: str) -> Literal["efs", "s3"]:
+    store = value.lower()
+    if store == "efs":
+        return "efs"
+    if store == "s3":
+        return "s3"
+    raise ConfigError(name, f"expected 'efs' or 's3', got {value[:20]!r}")
+
+
+def _key_template(name: str, value: str) -> str:
+    """An S3 key template: placeholders {id}, {filename}, {stem} only, never an empty or absolute key."""
+    try:
+        pieces = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ConfigError(name, f"not a key template: {exc}") from None
+    fields: set[str] = set()
+    for literal, field, spec, conversion in pieces:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in literal):
+            raise ConfigError(name, "control characters in the key template")
+        if field is None:
+            continue
+        if field not in _KEY_FIELDS or spec or conversion:
+            shown = (
+                "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            )
+            raise ConfigError(
+                name, f"unknown placeholder {shown[:40]!r}: use {{id}}, {{filename}} or {{stem}}"
+            )
+        fields.add(field)
+    # Each placeholder is at least one character and never starts with "/" (the
+    # id and filename rules of docs/interface.md): only the literal text can make a key
+    # empty or absolute.
+    if not fields:
+        raise ConfigError(name, "no {id}, {filename} or {stem}: every granule would get the same key")
+    if value.startswith("/"):
+        raise ConfigError(name, "the key would start with '/'")
+    if len(value.encode("utf-8")) > _MAX_TEMPLATE_BYTES:
+        raise ConfigError(name, f"longer than {_MAX_TEMPLATE_BYTES} bytes")
+    return value
+
+
+def s3_key(template: str, granule_id: str, filename: str) -> str:
+    """The object key of a granule: ``template`` with {id}, {filename} and {stem} filled in.
+
+    ``stem`` is the filename without its last extension (``X.SAFE`` -> ``X``), as HLS names objects.
+    """
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return template.format(id=granule_id, filename=filename, stem=stem or filename)
+
+
 def _number(kind: Callable[[str], _T], minimum: float) -> Callable[[str, str], _T]:
     def parse(name: str, value: str) -> _T:
         try:
@@ -101,10 +159,15 @@ class Settings:
     download_queue_url: str | None = None
     upload_queue_url: str | None = None
     efs_mount_dir: str | None = None
-    hub_api: Literal["dhus", "cdse"] = "dhus"
-    scihub_url: str = "https://scihub.copernicus.eu"
+    #: ``None`` when STORE is unset and UPLOAD_BUCKET and EFS_MOUNT_DIR do not decide it.
+    store: Literal["efs", "s3"] | None = None
+    upload_bucket: str | None = None
+    s3_key_template: str = S3_KEY_TEMPLATE
+    hub_api: Literal["dhus", "cdse"] = "cdse"
+    scihub_url: str | None = None
     hub_credentials: HubCredentials | None = None
     stage: str | None = None
+    copernicus_token_parameter: str | None = None
     copernicus_checksum_url: str = CDSE_CHECKSUM_URL
     copernicus_zipper_url: str = CDSE_ZIPPER_URL
     copernicus_identity_url: str = CDSE_IDENTITY_URL
@@ -133,22 +196,31 @@ class Settings:
             # Whitespace may be part of a password: only an empty value counts as unset.
             return env.get(name) or None
 
-        hub_api = (get("HUB_API") or "dhus").lower()
+        hub_api = (get("HUB_API") or "cdse").lower()
         if hub_api not in {"dhus", "cdse"}:
             raise ConfigError("HUB_API", f"expected 'dhus' or 'cdse', got {hub_api[:20]!r}")
         username, password = get("SCIHUB_USERNAME"), secret("SCIHUB_PASSWORD")
         if username and password is None:
             raise ConfigError("SCIHUB_PASSWORD", "missing while SCIHUB_USERNAME is set")
+        efs_mount_dir, upload_bucket = get("EFS_MOUNT_DIR"), get("UPLOAD_BUCKET")
+        store = parsed("STORE", _store, None)
+        if store is None and (upload_bucket is None) != (efs_mount_dir is None):
+            # HLS stacks have set UPLOAD_BUCKET since 2021: that alone means the S3 store.
+            store = "s3" if upload_bucket is not None else "efs"
         return cls(
             database_url=_database_url(get, secret),
             db_secret_arn=get("DB_CONNECTION_SECRET_ARN"),
             download_queue_url=parsed("TO_DOWNLOAD_SQS_QUEUE_URL", _queue_url, None),
             upload_queue_url=parsed("TO_UPLOAD_SQS_QUEUE_URL", _queue_url, None),
-            efs_mount_dir=get("EFS_MOUNT_DIR"),
+            efs_mount_dir=efs_mount_dir,
+            store=store,
+            upload_bucket=upload_bucket,
+            s3_key_template=parsed("S3_KEY_TEMPLATE", _key_template, S3_KEY_TEMPLATE),
             hub_api="cdse" if hub_api == "cdse" else "dhus",
-            scihub_url=parsed("SCIHUB_URL", _url, "https://scihub.copernicus.eu"),
+            scihub_url=parsed("SCIHUB_URL", _url, None),
             hub_credentials=HubCredentials(username=username, password=password or "") if username else None,
             stage=get("STAGE"),
+            copernicus_token_parameter=parsed("COPERNICUS_TOKEN_PARAMETER", _parameter_name, None),
             copernicus_checksum_url=parsed("COPERNICUS_CHECKSUM_URL", _url, CDSE_CHECKSUM_URL),
             copernicus_zipper_url=parsed("COPERNICUS_ZIPPER_URL", _url, CDSE_ZIPPER_URL),
             copernicus_identity_url=parsed("COPERNICUS_IDENTITY_URL", _url, CDSE_IDENTITY_URL),
@@ -168,22 +240,69 @@ class Settings:
                 "DATABASE_URL", "no database configured (DATABASE_URL, PG_* or DB_CONNECTION_SECRET_ARN)"
             )
 
-    def require_worker(self) -> None:
-        """Fail with ConfigError unless everything ``run`` and the Lambda need is set."""
-        self.require_database()
-        for name, value in (
-            ("TO_DOWNLOAD_SQS_QUEUE_URL", self.download_queue_url),
-            ("TO_UPLOAD_SQS_QUEUE_URL", self.upload_queue_url),
-            ("EFS_MOUNT_DIR", self.efs_mount_dir),
-        ):
-            if value is None:
-                raise ConfigError(name, "required for run and the Lambda handler, but not set")
-        if not os.path.isdir(self.efs_mount_dir or ""):
-            raise ConfigError("EFS_MOUNT_DIR", f"{self.efs_mount_dir!r} is not a directory (is EFS mounted?)")
-        if self.hub_credentials is None and self.stage is None:
+    @property
+    def default_concurrency(self) -> int:
+        """Downloads at once when ``run --concurrency`` is not given: 4 with CDSE, 15 with DHuS."""
+        return DEFAULT_CONCURRENCY[self.hub_api]
+
+    def s3_key(self, granule_id: str, filename: str) -> str:
+        """The S3 store's object key for a granule (S3_KEY_TEMPLATE filled in)."""
+        return s3_key(self.s3_key_template, granule_id, filename)
+
+    def require_hub(self) -> None:
+        """Fail with ConfigError unless the hub can be reached and authenticated with."""
+        if self.hub_api == "dhus" and self.scihub_url is None:
+            raise ConfigError("SCIHUB_URL", "required when HUB_API=dhus, but not set")
+        token_parameter = self.hub_api == "cdse" and self.copernicus_token_parameter is not None
+        if self.hub_credentials is None and self.stage is None and not token_parameter:
+            names = "SCIHUB_USERNAME/SCIHUB_PASSWORD, STAGE"
+            if self.hub_api == "cdse":
+                names += " or COPERNICUS_TOKEN_PARAMETER"
+            raise ConfigError("SCIHUB_USERNAME", f"no hub credentials ({names})")
+
+    def require_store(self) -> None:
+        """Fail with ConfigError unless one store is chosen and has what it needs."""
+        if self.store is None:
+            both = self.upload_bucket is not None and self.efs_mount_dir is not None
             raise ConfigError(
-                "SCIHUB_USERNAME", "no hub credentials (SCIHUB_USERNAME/SCIHUB_PASSWORD or STAGE)"
+                "STORE",
+                "set to 'efs' or 's3': "
+                + (
+                    "both UPLOAD_BUCKET and EFS_MOUNT_DIR are set"
+                    if both
+                    else "neither UPLOAD_BUCKET nor EFS_MOUNT_DIR is set"
+                ),
             )
+        if self.store == "s3":
+            if self.upload_bucket is None:
+                raise ConfigError("UPLOAD_BUCKET", "required with STORE=s3, but not set")
+            return
+        if self.efs_mount_dir is None:
+            raise ConfigError("EFS_MOUNT_DIR", "required with STORE=efs, but not set")
+        if self.upload_queue_url is None:
+            raise ConfigError("TO_UPLOAD_SQS_QUEUE_URL", "required with STORE=efs, but not set")
+        if not os.path.isdir(self.efs_mount_dir):
+            raise ConfigError("EFS_MOUNT_DIR", f"{self.efs_mount_dir!r} is not a directory (is EFS mounted?)")
+
+    def require_worker(self) -> None:
+        """Fail with ConfigError unless everything ``run`` and the Lambda need is set.
+
+        The Lambda fills in TO_DOWNLOAD_SQS_QUEUE_URL from its event before asking.
+        """
+        self.require_database()
+        if self.download_queue_url is None:
+            raise ConfigError(
+                "TO_DOWNLOAD_SQS_QUEUE_URL", "required for run and the Lambda handler, but not set"
+            )
+        self.require_store()
+        self.require_hub()
+
+
+def _parameter_name(name: str, value: str) -> str:
+    # An SSM parameter name or ARN: printable ASCII without spaces (SSM allows [a-zA-Z0-9_.\-/]).
+    if len(value) > 2048 or not all(0x21 <= ord(c) < 0x7F for c in value):
+        raise ConfigError(name, "expected an SSM parameter name")
+    return value
 
 
 def _database_url(get: Callable[[str], str | None], secret: Callable[[str], str | None]) -> str | None:

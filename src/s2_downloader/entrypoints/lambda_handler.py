@@ -1,6 +1,14 @@
 """The AWS Lambda handler: a thin SQS batch handler with partial batch response.
 
-Adapters are built once per execution environment and reused by every invocation.
+Adapters are built once per execution environment and reused by every invocation: the
+cached ``_container(settings)`` builds them at the first invocation (the settings of an
+execution environment do not change); tests start afresh with ``_container.cache_clear()``.
+
+Two event source mappings are supported (docs/interface.md, Lambda): with
+ReportBatchItemFailures the response names the records to keep; without it (HLS today:
+batch size 1) a response is taken as success and every record is deleted, so when every
+record of the event must stay on the queue the handler raises ``BatchNotHandled``
+instead: the messages stay and the function's Errors metric counts the invocation.
 
 Time: every hub call of a record gets the deadline ``now + remaining - margin`` and ends
 by then (``DeadlineExceeded``, the record handed back uncounted). The margin is for
@@ -9,6 +17,7 @@ what the deadline does not bound: see ``wiring.LAMBDA_STOP_MARGIN_SECONDS``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,9 +25,10 @@ from typing import Any, Protocol
 
 import attrs
 
+from s2_downloader.adapters.sqs import queue_url_of_arn
 from s2_downloader.domain import Ports
-from s2_downloader.domain.errors import QueueError
-from s2_downloader.entrypoints.config import Settings
+from s2_downloader.domain.errors import QueueError, S2DownloaderError
+from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.dispatch import (
     Delete,
     HandBack,
@@ -32,16 +42,24 @@ from s2_downloader.entrypoints.dispatch import (
 )
 from s2_downloader.entrypoints.logs import configure_logging
 from s2_downloader.entrypoints.sweep import PartialSweep
-from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS, Container, build, check_not_fifo
+from s2_downloader.entrypoints.wiring import (
+    LAMBDA_STOP_MARGIN_SECONDS,
+    Container,
+    build,
+    check_not_fifo,
+    emf_metrics,
+)
 
-__all__ = ["LambdaContext", "handler", "process_batch"]
+__all__ = ["BatchNotHandled", "LambdaContext", "handler", "process_batch"]
 
 _log = logging.getLogger("s2_downloader.lambda")
 
-_container: Container | None = None
-_sweep: PartialSweep | None = None
 #: Outages outlive an invocation: one line when the database goes down, one when it is back.
 _outage = Outage("granule store, file store or upload queue")
+
+
+class BatchNotHandled(S2DownloaderError):
+    """Every record of the event must stay on the queue: raised so that no mapping deletes them."""
 
 
 class LambdaContext(Protocol):
@@ -80,26 +98,93 @@ class _Deadline:
 
 
 def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[dict[str, str]]]:
-    """Handle an SQS batch; name only the records to retry in ``batchItemFailures``."""
-    global _container, _sweep  # noqa: PLW0603 - one container per execution environment, by design
-    if _container is None:
-        configure_logging()
-        container = build(Settings.from_env(), concurrency=1, long_poll=False)
-        check_not_fifo(container.queues)
-        _container = container
-        _sweep = PartialSweep(mount=container.settings.efs_mount_dir or "")
+    """Handle an SQS batch; name only the records to retry in ``batchItemFailures``.
+
+    Raises ``BatchNotHandled`` when that would name every record (see the module's doc).
+    """
+    container = _container(_settings(event))
     response = process_batch(
         event,
         context,
-        ports=_container.ports,
-        requeue=_container.download_queue,
-        check_url=_container.check_download_url,
+        ports=container.ports,
+        requeue=container.download_queue,
+        check_url=container.check_download_url,
         outage=_outage,
     )
-    if _sweep is not None and context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
+    settings = container.settings
+    if settings.store == "efs" and context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
         # One granule directory per invocation: the whole mount over many invocations, cheaply.
-        _sweep.step()
+        _sweep(settings.efs_mount_dir or "").step()
+    _raise_if_nothing_handled(event, response)
     return response
+
+
+def _settings(event: Mapping[str, Any]) -> Settings:
+    """The settings from the environment; without TO_DOWNLOAD_SQS_QUEUE_URL, the event's source queue."""
+    settings = Settings.from_env()
+    if settings.download_queue_url is None:
+        settings = attrs.evolve(settings, download_queue_url=_source_queue_url(event))
+    return settings
+
+
+@functools.cache
+def _container(settings: Settings) -> Container:
+    """The adapters for ``settings``: built at the first invocation, reused by the next ones."""
+    configure_logging()
+    container = build(settings, concurrency=1, long_poll=False, metrics=emf_metrics(settings))
+    try:
+        check_not_fifo(container.queues)
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
+@functools.cache
+def _sweep(mount: str) -> PartialSweep:
+    """The mount's sweep, one per execution environment: it remembers which directory is next."""
+    return PartialSweep(mount=mount)
+
+
+def _raise_if_nothing_handled(event: Mapping[str, Any], response: Mapping[str, list[dict[str, str]]]) -> None:
+    """Raise ``BatchNotHandled`` when the response names every record of ``event``.
+
+    Everything that could be re-sent or handed back was already; what is named must stay
+    on the queue, and only an error keeps it there under a mapping without partial
+    batch responses (with them, an error keeps the whole batch: the same records).
+    """
+    records = _records(event)
+    if not records or len(response["batchItemFailures"]) < len(records):
+        return
+    _log.error(
+        "no record of the batch was handled; raising so that its messages stay on the queue",
+        extra={"event": "batch_not_handled", "count": len(records)},
+    )
+    msg = (
+        f"all {len(records)} record(s) of the batch stay on the queue "
+        "(failed granules, bad input or re-sends that failed: see the log)"
+    )
+    raise BatchNotHandled(msg)
+
+
+def _records(event: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    records = event.get("Records", [])
+    if not isinstance(records, list):
+        return []
+    return [record for record in records if isinstance(record, Mapping)]
+
+
+def _source_queue_url(event: Mapping[str, Any]) -> str:
+    """The URL of the queue the event's records came from (TO_DOWNLOAD_SQS_QUEUE_URL unset)."""
+    arns = {str(record.get("eventSourceARN", "")) for record in _records(event)} - {""}
+    if len(arns) != 1:
+        problem = "not set, and the event names no single source queue (eventSourceARN)"
+        raise ConfigError("TO_DOWNLOAD_SQS_QUEUE_URL", problem)
+    (arn,) = arns
+    try:
+        return queue_url_of_arn(arn)
+    except QueueError as exc:
+        raise ConfigError("TO_DOWNLOAD_SQS_QUEUE_URL", f"not set, and {exc}") from None
 
 
 #: The sweep of one directory is a few metadata calls; skipped when time is this short.
@@ -125,7 +210,7 @@ def process_batch(
     deadline = _Deadline(context.get_remaining_time_in_millis, margin_seconds)
     ports = attrs.evolve(ports, cancellation=deadline)
     failures: list[dict[str, str]] = []
-    records = [record for record in event.get("Records", []) if isinstance(record, Mapping)]
+    records = _records(event)
     if records and deadline.is_set():
         # Nothing can ever run: every invocation would hand its whole batch back.
         _log.error(

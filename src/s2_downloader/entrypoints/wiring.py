@@ -7,10 +7,11 @@ import json
 import os
 import random
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import boto3
@@ -22,18 +23,29 @@ from psycopg_pool import ConnectionPool
 
 from s2_downloader.adapters.efs import EfsFileStore
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
+from s2_downloader.adapters.hub_cdse import TokenSource
+from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
 from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
+from s2_downloader.adapters.ssm import SsmError, SsmParameter, SsmTokens, hls_token_parameter, ssm_client
 from s2_downloader.domain import Ports, RetryPolicy
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
 
 __all__ = [
     "LAMBDA_STOP_MARGIN_SECONDS",
     "Container",
+    "NoUploads",
     "SystemClock",
     "build",
+    "build_hub",
+    "cdse_token_source",
     "check_not_fifo",
     "database_url",
+    "emf_metrics",
+    "hub_credentials",
     "open_database",
 ]
 
@@ -117,16 +129,21 @@ def database_url(settings: Settings) -> str:
 
 
 def hub_credentials(settings: Settings) -> HubCredentials:
-    """The hub user: from SCIHUB_USERNAME/PASSWORD, or the stage's Secrets Manager secret."""
+    """The hub user: from SCIHUB_USERNAME/PASSWORD, or the stage's Secrets Manager secret.
+
+    The secret is HLS's: ``hls-s2-downloader-serverless/<STAGE>/copernicus-credentials``
+    with CDSE, ``.../scihub-credentials`` with DHuS.
+    """
     if settings.hub_credentials is not None:
         return settings.hub_credentials
     if settings.stage is None:
         raise ConfigError("SCIHUB_USERNAME", "no hub credentials (SCIHUB_USERNAME/SCIHUB_PASSWORD or STAGE)")
-    doc = _secret(f"hls-s2-downloader-serverless/{settings.stage}/scihub-credentials", "STAGE")
+    kind = "copernicus-credentials" if settings.hub_api == "cdse" else "scihub-credentials"
+    doc = _secret(f"hls-s2-downloader-serverless/{settings.stage}/{kind}", "STAGE")
     try:
         return HubCredentials(username=str(doc["username"]), password=str(doc["password"]))
     except KeyError as exc:
-        raise ConfigError("STAGE", f"scihub-credentials secret lacks the key {exc}") from None
+        raise ConfigError("STAGE", f"{kind} secret lacks the key {exc}") from None
 
 
 def open_database(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Any]:
@@ -134,35 +151,88 @@ def open_database(settings: Settings, *, max_size: int = 4) -> ConnectionPool[An
     return open_pool(database_url(settings), max_size=max_size, timeout=DB_POOL_TIMEOUT_SECONDS)
 
 
-def _hub(settings: Settings, http: urllib3.PoolManager) -> DhusHub | CdseHub:
+def _token_parameter(settings: Settings) -> SsmParameter | None:
+    """The SSM parameter holding CDSE's access token, when that is where the token comes from.
+
+    COPERNICUS_TOKEN_PARAMETER names it; otherwise, with STAGE and no credentials set, it
+    is HLS's token rotator's parameter if that exists (else the stage's credentials are used).
+    """
+    if settings.copernicus_token_parameter is not None:
+        return SsmParameter(client=ssm_client(), name=settings.copernicus_token_parameter)
+    if settings.hub_credentials is not None or settings.stage is None:
+        return None
+    parameter = SsmParameter(client=ssm_client(), name=hls_token_parameter(settings.stage))
+    try:
+        found = parameter.exists()
+    except SsmError as exc:
+        raise ConfigError("STAGE", str(exc)) from None
+    return parameter if found else None
+
+
+def cdse_token_source(settings: Settings, http: urllib3.PoolManager) -> TokenSource:
+    """The CDSE token source: an SSM parameter (``SsmTokens``) or our own grants (``CdseTokens``)."""
+    parameter = _token_parameter(settings)
+    if parameter is not None:
+        return SsmTokens(parameter=parameter, identity_url=settings.copernicus_identity_url)
     credentials = hub_credentials(settings)
+    return CdseTokens(
+        pool=http,
+        identity_url=settings.copernicus_identity_url,
+        username=credentials.username,
+        password=credentials.password,
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+    )
+
+
+def build_hub(settings: Settings, http: urllib3.PoolManager) -> DhusHub | CdseHub:
+    """The configured hub adapter on ``http`` (for commands that need the hub without the rest)."""
+    settings.require_hub()
     connect, read = settings.http_connect_timeout, settings.http_read_timeout
     if settings.hub_api == "cdse":
-        tokens = CdseTokens(
-            pool=http,
-            identity_url=settings.copernicus_identity_url,
-            username=credentials.username,
-            password=credentials.password,
-            connect_timeout=connect,
-            read_timeout=read,
-        )
         return CdseHub(
             pool=http,
-            tokens=tokens,
+            tokens=cdse_token_source(settings, http),
             checksum_url=settings.copernicus_checksum_url,
             zipper_url=settings.copernicus_zipper_url,
             download_hosts=settings.copernicus_download_hosts,
             connect_timeout=connect,
             read_timeout=read,
         )
+    credentials = hub_credentials(settings)
     return DhusHub(
         pool=http,
-        base_url=settings.scihub_url,
+        base_url=settings.scihub_url or "",
         username=credentials.username,
         password=credentials.password,
         connect_timeout=connect,
         read_timeout=read,
     )
+
+
+def _sqs_client(concurrency: int, *, long_poll: bool) -> SQSClient:
+    timeouts = _RUNNER_SQS if long_poll else _LAMBDA_SQS
+    config = Config(
+        max_pool_connections=concurrency + 5,
+        connect_timeout=timeouts["connect_timeout"],
+        read_timeout=timeouts["read_timeout"],
+        retries={"max_attempts": timeouts["max_attempts"], "mode": "standard"},
+    )
+    return boto3.session.Session().client("sqs", config=config)
+
+
+def emf_metrics(settings: Settings) -> EmfMetrics:
+    """CloudWatch metrics as EMF records on stdout, with the hub as their dimension."""
+    return EmfMetrics(sys.stdout, hub=settings.hub_api)
+
+
+@attrs.frozen
+class NoUploads:
+    """The upload port where TO_UPLOAD_SQS_QUEUE_URL is unset (the S3 store, as HLS runs today)."""
+
+    def send_upload(self, granule_id: str, filename: str) -> None:
+        """Nothing: no uploader is listening."""
+        del granule_id, filename
 
 
 @attrs.define
@@ -176,8 +246,9 @@ class Container:
     hub: DhusHub | CdseHub
     files: EfsFileStore
     download_queue: SqsQueue
-    uploads: SqsUploadQueue
+    uploads: SqsUploadQueue | NoUploads
     ports: Ports
+    metrics: Metrics = attrs.field(factory=NullMetrics)
 
     @property
     def check_download_url(self) -> Callable[[str], None]:
@@ -187,10 +258,10 @@ class Container:
     @property
     def queues(self) -> dict[str, SqsQueue]:
         """The queues by the variable that names them."""
-        return {
-            "TO_DOWNLOAD_SQS_QUEUE_URL": self.download_queue,
-            "TO_UPLOAD_SQS_QUEUE_URL": self.uploads.queue,
-        }
+        queues = {"TO_DOWNLOAD_SQS_QUEUE_URL": self.download_queue}
+        if isinstance(self.uploads, SqsUploadQueue):
+            queues["TO_UPLOAD_SQS_QUEUE_URL"] = self.uploads.queue
+        return queues
 
     def close(self) -> None:
         """Close the pools."""
@@ -216,30 +287,45 @@ def check_not_fifo(queues: Mapping[str, _Queue]) -> None:
             )
 
 
-def build(settings: Settings, *, concurrency: int = 15, long_poll: bool = True) -> Container:
+def build(
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    long_poll: bool = True,
+    metrics: Metrics | None = None,
+    sqs: SQSClient | None = None,
+) -> Container:
     """Build the worker's adapters from ``settings``; raises ConfigError for what is missing.
 
+    ``concurrency``: downloads at once (default: ``settings.default_concurrency``).
     ``long_poll``: the runner's SQS client (long polls); False for the Lambda's, whose
-    every call is short (``LAMBDA_STOP_MARGIN_SECONDS`` counts on it).
+    every call is short (``LAMBDA_STOP_MARGIN_SECONDS`` counts on it). ``metrics``: where
+    events are counted (default: nowhere). ``sqs``: the SQS client for both queues, as
+    given (default: boto3's from the process's AWS configuration, with the timeouts above);
+    the demo passes its local endpoint's, so nothing has to change the process environment.
     """
     settings.require_worker()
-    download_url, upload_url = settings.download_queue_url or "", settings.upload_queue_url or ""
+    if settings.store == "s3":
+        # >>> S3 STORE: refused until adapters/s3.py is wired in below.
+        raise ConfigError("STORE", "the S3 store is not available in this version")
+    concurrency = settings.default_concurrency if concurrency is None else concurrency
+    download_url = settings.download_queue_url or ""
     # Pools sized for the concurrency so no download waits for a connection.
     http = urllib3.PoolManager(num_pools=4, maxsize=concurrency + 2)
-    hub = _hub(settings, http)
+    hub = build_hub(settings, http)
     db_pool = open_database(settings, max_size=concurrency + 2)
-    timeouts = _RUNNER_SQS if long_poll else _LAMBDA_SQS
-    sqs_config = Config(
-        max_pool_connections=concurrency + 5,
-        connect_timeout=timeouts["connect_timeout"],
-        read_timeout=timeouts["read_timeout"],
-        retries={"max_attempts": timeouts["max_attempts"], "mode": "standard"},
-    )
-    sqs = boto3.session.Session().client("sqs", config=sqs_config)
+    sqs = _sqs_client(concurrency, long_poll=long_poll) if sqs is None else sqs
     granules = PostgresGranuleStore(pool=db_pool, max_retries=settings.max_download_retries)
+    # >>> S3 STORE GOES HERE (adapters/s3.py): with settings.store == "s3", build it from
+    # settings.upload_bucket and settings.s3_key (a granule's object key) on its own boto3
+    # S3 client, and use it as ``files``.
     files = EfsFileStore(mount=settings.efs_mount_dir or "")
     download_queue = SqsQueue(client=sqs, url=download_url)
-    uploads = SqsUploadQueue(queue=SqsQueue(client=sqs, url=upload_url))
+    uploads: SqsUploadQueue | NoUploads = (
+        NoUploads()
+        if settings.upload_queue_url is None
+        else SqsUploadQueue(queue=SqsQueue(client=sqs, url=settings.upload_queue_url))
+    )
     ports = Ports(
         granules=granules,
         hub=hub,
@@ -265,4 +351,5 @@ def build(settings: Settings, *, concurrency: int = 15, long_poll: bool = True) 
         download_queue=download_queue,
         uploads=uploads,
         ports=ports,
+        metrics=NullMetrics() if metrics is None else metrics,
     )

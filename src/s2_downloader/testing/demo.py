@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
 from s2_downloader.entrypoints.config import Settings
+from s2_downloader.entrypoints.local_run import run_locally
 from s2_downloader.testing.hubsim import Fault
 from s2_downloader.testing.stack import Services
 
@@ -39,14 +39,13 @@ def _say(text: str) -> None:
 
 def run_demo(*, granules: int = 24) -> int:
     """Start the stack, seed ``granules`` synthetic products, run the runner until empty, summarise."""
-    # Imported here: the CLI imports this module only for `demo`.
-    from s2_downloader.entrypoints.cli import run_command  # noqa: PLC0415
-
     files = Path(tempfile.mkdtemp(prefix="s2-downloader-demo-"))
     _say("s2-downloader demo: starting PostgreSQL, an SQS endpoint and a hub simulator on 127.0.0.1 ...")
     started = time.monotonic()
-    with Services(hub_rate_limit=20e6) as services:
-        pipeline = services.pipeline(efs_dir=files, visibility_timeout=30, max_receive_count=3)
+    with (
+        Services(hub_rate_limit=20e6) as services,
+        services.pipeline(efs_dir=files, visibility_timeout=30, max_receive_count=3) as pipeline,
+    ):
         plan = [(f"S2DEMO{i:03d}", _SIZES[i % len(_SIZES)] * _MIB) for i in range(granules)]
         products = pipeline.seed(plan, faults={gid: _faults(i) for i, (gid, _) in enumerate(plan)})
         faulty = sum(1 for i in range(granules) if _faults(i))
@@ -55,17 +54,19 @@ def run_demo(*, granules: int = 24) -> int:
             f"seeded {granules} granules ({total_mb:,.0f} MB, {faulty} with scripted hub faults; "
             "one is served corrupt every time and must end failed)"
         )
-        os.environ.update(pipeline.env(MAX_DOWNLOAD_RETRIES="2", LEASE_SECONDS="60"))
-        code = run_command(Settings.from_env(), concurrency=15, until_empty=True)
+        # The settings and the SQS client come from the pipeline, not from this process's
+        # environment: the demo leaves the environment as it found it.
+        settings = Settings.from_env(pipeline.env(MAX_DOWNLOAD_RETRIES="2", LEASE_SECONDS="60"))
+        sqs = services.sqs.client()
+        code = run_locally(settings, concurrency=15, until_empty=True, sqs=sqs)
         pool = open_pool(pipeline.database_url, max_size=1)
         try:
             report = PostgresGranuleStore(pool=pool).status_report()
         finally:
             pool.close()
-        dead = services.sqs.client().get_queue_attributes(
+        dead = sqs.get_queue_attributes(
             QueueUrl=pipeline.queues.dead_letter_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]["ApproximateNumberOfMessages"]
-        pipeline.close()
     seconds = time.monotonic() - started
     verified = sum(1 for p in products if (files / p.id / f"{p.id}.zip").exists())
     counts = ", ".join(f"{state.value} {n}" for state, n in report.counts.items() if n)

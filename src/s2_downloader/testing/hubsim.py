@@ -21,6 +21,7 @@ import email.utils
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import random
 import re
@@ -239,6 +240,10 @@ class RecordedRequest:
     body_bytes: int
     grant_type: str | None
     client_port: int
+    #: The request's number in the simulator's life (0 first), so its end can be looked up.
+    serial: int = -1
+    #: ``time.monotonic()`` when the simulator began to answer (sent the status line).
+    at: float = 0.0
 
     def header(self, name: str) -> str | None:
         """The value of header ``name`` (any case), or ``None``."""
@@ -367,6 +372,11 @@ class HubSimulator:
         self._access: dict[str, float] = {}
         self._refresh: dict[str, float] = {}
         self._requests: list[RecordedRequest] = []
+        #: serial -> ``time.monotonic()`` when the answer was over (sent, cut, or given up).
+        self._finished: dict[int, float] = {}
+        # Never reused, not even after clear_requests, so an answer still going on keeps its own.
+        self._serials = itertools.count()
+        self._expiries: list[float] = []
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._port: int | None = None
@@ -541,6 +551,13 @@ class HubSimulator:
             self._access.clear()
             if refresh:
                 self._refresh.clear()
+            self._expiries.append(time.monotonic())
+
+    @property
+    def token_expiries(self) -> list[float]:
+        """``time.monotonic()`` of every ``expire_tokens`` call, oldest first."""
+        with self._lock:
+            return list(self._expiries)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -560,6 +577,29 @@ class HubSimulator:
         """Forget the requests recorded so far."""
         with self._lock:
             self._requests.clear()
+            self._finished.clear()
+
+    def finished_at(self, request: RecordedRequest) -> float | None:
+        """``time.monotonic()`` when the answer to ``request`` was over, or ``None`` while it goes on."""
+        with self._lock:
+            return self._finished.get(request.serial)
+
+    def in_flight(self, endpoint: str, product_ids: Iterable[str] | None = None) -> list[RecordedRequest]:
+        """Requests to ``endpoint`` (for one of ``product_ids``, if given) still being answered."""
+        wanted = None if product_ids is None else set(product_ids)
+        with self._lock:
+            return [
+                r
+                for r in self._requests
+                if r.endpoint == endpoint
+                and (wanted is None or r.product_id in wanted)
+                and r.serial not in self._finished
+            ]
+
+    def was_in_flight(self, request: RecordedRequest, instant: float) -> bool:
+        """Whether the answer to ``request`` had begun before ``instant`` and was not over by then."""
+        finished = self.finished_at(request)
+        return request.at < instant and (finished is None or finished > instant)
 
     # -- serving ------------------------------------------------------------------
 
@@ -570,10 +610,16 @@ class HubSimulator:
         except (OSError, _Stopping):
             # The client went away mid-answer, or the simulator is stopping: say no more.
             handler.close_connection = True
+        finally:
+            if exchange.serial is not None:
+                with self._lock:
+                    self._finished[exchange.serial] = time.monotonic()
 
-    def _record(self, request: RecordedRequest) -> None:
+    def _record(self, request: RecordedRequest) -> int:
         with self._lock:
-            self._requests.append(request)
+            serial = next(self._serials)
+            self._requests.append(attrs.evolve(request, serial=serial))
+            return serial
 
     def _pop_fault(self, product_id: str, *, checksum: bool) -> Fault | None:
         with self._lock:
@@ -637,6 +683,8 @@ class _Exchange:
     trickle: float | None = None
     #: Headers a ``with_headers`` fault puts on the answer.
     override: tuple[tuple[str, str], ...] = ()
+    #: The answer's place in the request log, once recorded.
+    serial: int | None = None
 
     _WRONG: ClassVar[str] = "0123456789abcdef0123456789abcdef"
 
@@ -879,7 +927,7 @@ class _Exchange:
         self, status: int, length: int, headers: dict[str, str], *, body_bytes: int | None = None
     ) -> None:
         handler = self.handler
-        self.sim._record(
+        self.serial = self.sim._record(
             RecordedRequest(
                 method=self.method,
                 path=handler.path,
@@ -890,6 +938,7 @@ class _Exchange:
                 body_bytes=length if body_bytes is None else body_bytes,
                 grant_type=self.grant_type,
                 client_port=handler.client_address[1],
+                at=time.monotonic(),
             )
         )
         handler.send_response(status)

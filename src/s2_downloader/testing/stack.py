@@ -42,8 +42,13 @@ class Services:
     hub: HubSimulator = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        # CDSE's catalogue (and identity service) and its zipper on distinct origins, as in
+        # production: messages name the catalogue, products come from the zipper.
         self.hub = HubSimulator(
-            username=self.hub_username, password=self.hub_password, rate_limit=self.hub_rate_limit
+            username=self.hub_username,
+            password=self.hub_password,
+            rate_limit=self.hub_rate_limit,
+            split_origins=True,
         )
 
     def start(self) -> Self:
@@ -130,8 +135,8 @@ class Pipeline:
             "SCIHUB_URL": hub.base_url,
             "SCIHUB_USERNAME": self.services.hub_username,
             "SCIHUB_PASSWORD": self.services.hub_password,
-            "COPERNICUS_CHECKSUM_URL": hub.base_url,
-            "COPERNICUS_ZIPPER_URL": hub.base_url,
+            "COPERNICUS_CHECKSUM_URL": hub.catalogue_url,
+            "COPERNICUS_ZIPPER_URL": hub.zipper_url,
             "COPERNICUS_IDENTITY_URL": hub.identity_url,
             "RETRY_DELAY_SECONDS": "1",
             "LEASE_SECONDS": "30",
@@ -142,16 +147,24 @@ class Pipeline:
         return env
 
     def download_url(self, product_id: str) -> str:
-        """The download_url a link fetcher would put in the message for this pipeline's hub API."""
+        """The download_url HLS's link fetcher would put in the message for this pipeline's hub API.
+
+        CDSE: the catalogue's ``$value`` link of a push subscription (not the zipper's: the
+        downloader fetches from the zipper whatever the message names).
+        """
         if self.hub_api == "cdse":
-            return self.hub.cdse_download_url(product_id)
+            return f"{self.hub.catalogue_url}/odata/v1/Products({product_id})/$value"
         return self.hub.dhus_download_url(product_id)
 
+    def filename(self, product_id: str) -> str:
+        """The message's filename: CDSE's product Name (``.SAFE``), or DHuS's ``.zip``."""
+        return f"{product_id}.SAFE" if self.hub_api == "cdse" else f"{product_id}.zip"
+
     def message(self, product_id: str, *, checksum: str | None = None) -> str:
-        """A download message body for ``product_id``."""
+        """A download message body for ``product_id``, as HLS's link fetcher writes it."""
         body: dict[str, str] = {
             "id": product_id,
-            "filename": f"{product_id}.zip",
+            "filename": self.filename(product_id),
             "download_url": self.download_url(product_id),
         }
         if checksum is not None:
@@ -175,7 +188,7 @@ class Pipeline:
             self.database_url,
             [
                 SeedGranule(
-                    id=p.id, filename=f"{p.id}.zip", download_url=self.download_url(p.id), size=p.size
+                    id=p.id, filename=self.filename(p.id), download_url=self.download_url(p.id), size=p.size
                 )
                 for p in added
             ],
@@ -187,8 +200,8 @@ class Pipeline:
         return added
 
     def final_path(self, product_id: str) -> Path:
-        """Where a verified product lands."""
-        return self.efs_dir / product_id / f"{product_id}.zip"
+        """Where a verified product lands (EFS store: under the message's filename)."""
+        return self.efs_dir / product_id / self.filename(product_id)
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """The granule table as the downloader leaves it, keyed by id."""

@@ -1,0 +1,133 @@
+"""The product store contract (tests/store_contract.py) on the EFS store and on the S3 store over moto."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from s2_downloader.adapters.efs import EfsFileStore
+from s2_downloader.adapters.s3 import S3Store
+from s2_downloader.domain.ports import FileKey
+from s2_downloader.domain.usecase import Files
+from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
+from tests.store_contract import store_machine
+from tests.unit.fakes import CrashPlan, InMemoryUploadLedger
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+#: Small parts, so that products of a few KiB cross several part boundaries (moto allows it).
+PART: int = 1024
+_buckets = itertools.count()
+
+
+@attrs.define
+class EfsHarness:
+    """The EFS store on a temporary mount; crashes only between the machine's calls."""
+
+    mount: Path
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    keeps_mismatched_finals: bool = False
+    max_size: int = 3 * PART + 100
+    max_chunk: int = 700
+
+    def store(self) -> Files:
+        """A new store on the same mount."""
+        return EfsFileStore(self.mount)
+
+    def final_bytes(self, key: FileKey) -> bytes | None:
+        """The file at the final path, if any."""
+        path = self.mount / key.granule_id / key.filename
+        return path.read_bytes() if path.exists() else None
+
+    def put_foreign(self, key: FileKey, content: bytes) -> None:
+        """Write a file at the final path."""
+        (self.mount / key.granule_id).mkdir(exist_ok=True)
+        (self.mount / key.granule_id / key.filename).write_bytes(content)
+
+    def open_uploads(self, key: FileKey) -> int:
+        """EFS keeps nothing outside its partial files."""
+        del key
+        return 0
+
+
+@attrs.define
+class S3Harness:
+    """The S3 store on moto; crashes also before each request is sent, after its answer, in the ledger."""
+
+    client: S3Client
+    bucket: str
+    crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    keeps_mismatched_finals: bool = True
+    max_size: int = 3 * PART + 100
+    max_chunk: int = 700
+    ledger: InMemoryUploadLedger = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.ledger = InMemoryUploadLedger(crashes=self.crashes)
+
+        def tick(event_name: str, **kwargs: Any) -> None:
+            del kwargs
+            self.crashes.tick(event_name)
+
+        self.client.meta.events.register("before-send.s3", tick)
+        self.client.meta.events.register("after-call.s3", tick)
+
+    def store(self) -> Files:
+        """A new store on the same bucket and ledger: what a process keeps in memory is gone."""
+        return S3Store(
+            self.client,
+            self.bucket,
+            self.ledger,
+            lambda key: f"{key.granule_id}/{key.filename}",
+            part_size=PART,
+            min_part_size=PART,
+        )
+
+    def final_bytes(self, key: FileKey) -> bytes | None:
+        """The object at the key, if any."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=f"{key.granule_id}/{key.filename}")[
+                "Body"
+            ].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put_foreign(self, key: FileKey, content: bytes) -> None:
+        """Put an object as another program would (no ``md5`` metadata)."""
+        self.client.put_object(Bucket=self.bucket, Key=f"{key.granule_id}/{key.filename}", Body=content)
+
+    def open_uploads(self, key: FileKey) -> int:
+        """Multipart uploads of the key that S3 still holds."""
+        name = f"{key.granule_id}/{key.filename}"
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=name).get("Uploads", [])
+        return sum(1 for upload in uploads if upload["Key"] == name)
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Any:
+    """A moto server allowing parts of ``PART`` bytes."""
+    with ThrowawayS3(min_part_size=PART) as server:
+        yield server
+
+
+def test_the_efs_store_keeps_the_store_contract() -> None:
+    """The state machine over EfsFileStore: only verified bytes under the final name, none lost."""
+    with tempfile.TemporaryDirectory() as mount:
+        machine = store_machine(EfsHarness(Path(mount)), "EfsStoreContract")
+        run_state_machine_as_test(machine, settings=settings(max_examples=25, stateful_step_count=15))
+
+
+def test_the_s3_store_keeps_the_store_contract(s3_server: ThrowawayS3) -> None:
+    """The state machine over S3Store on moto, with crashes around every request."""
+    client = s3_server.client_s3()
+    bucket = create_bucket(client, f"contract-{next(_buckets)}")
+    machine = store_machine(S3Harness(client, bucket), "S3StoreContract")
+    run_state_machine_as_test(machine, settings=settings(max_examples=25, stateful_step_count=15))
