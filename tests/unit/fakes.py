@@ -296,7 +296,10 @@ class FakeHub:
         current = self.validators.get(request.id)
         # If-Range: a range only while the validator still names the product served now.
         changed = validator is not None and validator != current
-        start = 0 if (changed or (fault and fault.ignore_range)) else min(offset, len(content))
+        # Past the end (a partial longer than the product) the real hubs answer 416 and the
+        # adapters restart from byte 0.
+        past_end = offset > len(content)
+        start = 0 if (changed or past_end or (fault and fault.ignore_range)) else offset
         body = content[start:]
         cut: HubError | None = None
         if fault and fault.short_by:

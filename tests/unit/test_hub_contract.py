@@ -18,7 +18,6 @@ from tests.hub_contract import (
     Check,
     HubContractViolation,
     stream_from_an_offset,
-    stream_from_past_the_end,
     throttling_is_throttled_with_its_hint,
 )
 from tests.unit.fakes import FakeHub, HubFault
@@ -74,16 +73,11 @@ class FakeHarness:
 #: Where the fake still differs from the real adapters: strict, so fixing the fake turns this red
 #: until the mark goes. (The adapters answer a 416 for an offset past the end by restarting
 #: from byte 0; the fake serves an empty stream at the product's size.)
-_FAKE_DIFFERS: dict[Check, pytest.MarkDecorator] = {
-    stream_from_past_the_end: pytest.mark.xfail(
-        raises=HubContractViolation, strict=True, reason="FakeHub serves past the end from the end"
-    )
-}
 
 
 @pytest.mark.parametrize(
     "check",
-    [pytest.param(check, marks=_FAKE_DIFFERS.get(check, ())) for check in CHECKS],
+    CHECKS,
     ids=lambda check: check.__name__,
 )
 def test_the_fake_hub_keeps_the_contract(check: Check) -> None:

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import pytest
 
 from s2_downloader.adapters.metrics import NAMESPACE, EmfMetrics
-from s2_downloader.domain import Defer, Done, Failed, Reject, RetryLater
+from s2_downloader.domain import Defer, Done, Failed, Reject, RetryLater, Transfer
 from s2_downloader.entrypoints.dispatch import Unavailable
 from s2_downloader.entrypoints.observe import metric_kind, observe
 from tests.unit.test_metrics import EMF_SCHEMA
-
-_download_log = logging.getLogger("s2_downloader.download")
 
 
 def _records(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -29,22 +25,11 @@ def _metrics(record: dict[str, Any]) -> dict[str, Any]:
     return {name: record[name] for name in names}
 
 
-def _verified_log(transferred: int, seconds: float) -> None:
-    # What the use case logs just before it returns Done("verified").
-    _download_log.info(
-        "download verified",
-        extra={"event": "download_verified", "granule_id": "G", "bytes": transferred, "seconds": seconds},
-    )
-
-
 @pytest.fixture
-def emf() -> Iterator[tuple[EmfMetrics, io.StringIO]]:
-    """EMF metrics for the cdse hub, written to a string, with the download logger at INFO."""
-    previous = _download_log.level
-    _download_log.setLevel(logging.INFO)
+def emf() -> tuple[EmfMetrics, io.StringIO]:
+    """EMF metrics for the cdse hub, written to a string."""
     stream = io.StringIO()
-    yield EmfMetrics(stream, hub="cdse", clock=lambda: 1_700_000_000.0), stream
-    _download_log.setLevel(previous)
+    return EmfMetrics(stream, hub="cdse", clock=lambda: 1_700_000_000.0), stream
 
 
 def test_a_sequence_of_outcomes_gives_one_valid_record_per_event(emf: tuple[EmfMetrics, io.StringIO]) -> None:
@@ -59,8 +44,11 @@ def test_a_sequence_of_outcomes_gives_one_valid_record_per_event(emf: tuple[EmfM
         RetryLater(delay_seconds=60, reason="checksum mismatch: expected a, got b"),
         first_delivery=True,
     )
-    _verified_log(5_000_000, 2.5)
-    observe(metrics, Done(reason="verified"), first_delivery=True)
+    observe(
+        metrics,
+        Done(reason="verified", transfer=Transfer(transferred=5_000_000, seconds=2.5)),
+        first_delivery=True,
+    )
     observe(metrics, Failed(reason="not_found: HTTP 404"), first_delivery=True)
     observe(metrics, Reject(reason="body is not JSON"), first_delivery=True)
     records = _records(stream)
@@ -84,7 +72,11 @@ def test_redeliveries_and_coordination_count_nothing(emf: tuple[EmfMetrics, io.S
     metrics, stream = emf
     observe(metrics, Done(reason="already verified"), first_delivery=False)
     observe(metrics, Done(reason="granule unknown"), first_delivery=True)
-    observe(metrics, Failed(reason="granule failed earlier: not_found: HTTP 404"), first_delivery=False)
+    observe(
+        metrics,
+        Failed(reason="granule failed earlier: not_found: HTTP 404", earlier=True),
+        first_delivery=False,
+    )
     observe(metrics, Reject(reason="body is not JSON"), first_delivery=False)
     observe(metrics, Defer(delay_seconds=31, reason="held by worker-2"), first_delivery=True)
     observe(metrics, Defer(delay_seconds=0, reason="out of time"), first_delivery=True)
@@ -94,13 +86,16 @@ def test_redeliveries_and_coordination_count_nothing(emf: tuple[EmfMetrics, io.S
     assert [] == _records(stream)
 
 
-def test_bytes_of_one_download_are_not_reported_for_the_next(emf: tuple[EmfMetrics, io.StringIO]) -> None:
-    """A verified download's figures are taken once: the next one without a log record reports zeros."""
+def test_only_the_attempt_that_verified_reports_bytes(emf: tuple[EmfMetrics, io.StringIO]) -> None:
+    """A Done with a transfer counts its bytes; a Done without one (a redelivery) counts nothing."""
     metrics, stream = emf
-    _verified_log(1234, 1.0)
-    observe(metrics, Done(reason="verified"), first_delivery=True)
-    observe(metrics, Done(reason="verified"), first_delivery=True)
-    assert [1234, 0] == [r["BytesDownloaded"] for r in _records(stream)]
+    observe(
+        metrics,
+        Done(reason="verified", transfer=Transfer(transferred=1234, seconds=1.0)),
+        first_delivery=True,
+    )
+    observe(metrics, Done(reason="already verified"), first_delivery=False)
+    assert [1234] == [r["BytesDownloaded"] for r in _records(stream)]
 
 
 @pytest.mark.parametrize(

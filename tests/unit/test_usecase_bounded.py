@@ -322,3 +322,50 @@ def test_file_store_errors_propagate_without_failing_the_granule(world: World) -
     with pytest.raises(FileStoreError):
         world.handle(request)
     assert (State.PENDING, None) == (world.store.granules["g1"].state, world.store.granules["g1"].lease)
+
+
+@attrs.define
+class _StoreOnItsOwnClock:
+    """The in-memory granule store, but on its own clock (as PostgreSQL uses ``now()``), not the worker's."""
+
+    store: InMemoryGranuleStore
+    at: dt.datetime
+
+    def claim(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> Granule | None:
+        del now
+        return self.store.claim(granule_id, owner, self.at, lease_seconds)
+
+    def heartbeat(self, granule_id: str, owner: str, now: dt.datetime, lease_seconds: float) -> bool:
+        del now
+        return self.store.heartbeat(granule_id, owner, self.at, lease_seconds)
+
+    def record(self, granule_id: str, event: lifecycle.Event) -> Granule:
+        return self.store.record(granule_id, event)
+
+    def release(self, granule_id: str, owner: str) -> bool:
+        return self.store.release(granule_id, owner)
+
+
+@pytest.mark.parametrize("skew_minutes", [-10, 4, 10])
+def test_a_skewed_worker_clock_neither_spends_nor_stretches_the_deferral_budget(
+    world: World, skew_minutes: int
+) -> None:
+    """The budget runs on the store's clock: a worker minutes ahead or behind defers as an exact one."""
+    request = world.add("g1", PRODUCT)
+    store_now = world.clock.now()
+    world.store.granules["g1"] = attrs.evolve(
+        world.store.granules["g1"], first_attempt_at=store_now - dt.timedelta(seconds=100)
+    )
+    world.clock.advance(skew_minutes * 60.0)
+    granules = _StoreOnItsOwnClock(store=world.store, at=store_now)
+    throttled = HubFault.fail(FailureKind.THROTTLED, retry_after=1)
+
+    world.max_defer_seconds = 150
+    world.hub.download_faults["g1"] = [throttled]
+    within = world.handle(request, granules=granules)
+    world.max_defer_seconds = 90
+    world.hub.download_faults["g1"] = [throttled]
+    past = world.handle(request, granules=granules)
+
+    assert isinstance(within, Defer)
+    assert isinstance(past, Failed)

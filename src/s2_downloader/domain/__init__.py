@@ -15,7 +15,7 @@ from s2_downloader.domain.errors import (
 )
 from s2_downloader.domain.granule import TERMINAL_STATES, Granule, Lease, State
 from s2_downloader.domain.lifecycle import TRANSITIONS, apply
-from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, Reject, RetryLater
+from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, Reject, RetryLater, Transfer
 from s2_downloader.domain.ports import FileKey
 from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.domain.retry import RetryPolicy
@@ -46,6 +46,7 @@ __all__ = [
     "S2DownloaderError",
     "State",
     "StoreError",
+    "Transfer",
     "apply",
     "handle",
 ]

@@ -23,7 +23,7 @@ from s2_downloader.domain.errors import (
     PartialInUse,
 )
 from s2_downloader.domain.granule import Granule, State
-from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, RetryLater
+from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, RetryLater, Transfer
 from s2_downloader.domain.ports import (
     Cancellation,
     Clock,
@@ -100,6 +100,11 @@ class _Attempt:
     owner: str
     granule: Granule = attrs.field(init=False)
     _last_beat: float = attrs.field(init=False, default=0.0)
+    #: The granule store's clock at the claim (the lease's start), and our monotonic clock
+    #: then: the deferral budget is measured on the store's clock, like first_attempt_at,
+    #: so a worker whose wall clock is skewed neither fails granules early nor late.
+    _claimed_at: dt.datetime | None = attrs.field(init=False, default=None)
+    _claimed_tick: float = attrs.field(init=False, default=0.0)
 
     @property
     def key(self) -> FileKey:
@@ -119,11 +124,12 @@ class _Attempt:
         if claimed.state is State.VERIFIED:
             return self._announce(claimed, "already verified")
         if claimed.state is State.FAILED:
-            return Failed(reason=f"granule failed earlier: {claimed.last_error}")
+            return Failed(reason=f"granule failed earlier: {claimed.last_error}", earlier=True)
         if not (claimed.state is State.CLAIMED and claimed.held_by(self.owner)):
             return self._busy(claimed, now)
         if ports.policy.exhausted(claimed.download_retries):
             return self._give_up()
+        self._note_claim(claimed)
         try:
             return self._finish_attempt()
         except Exception:
@@ -296,15 +302,15 @@ class _Attempt:
                 resumed_from=resumed_from,
             ),
         )
-        return self._announce(self.granule, "verified")
+        return self._announce(self.granule, "verified", Transfer(transferred=transferred, seconds=seconds))
 
-    def _announce(self, granule: Granule, reason: str) -> Outcome:
+    def _announce(self, granule: Granule, reason: str, transfer: Transfer | None = None) -> Outcome:
         if granule.upload_sent:
-            return Done(reason=reason)
+            return Done(reason=reason, transfer=transfer)
         self.ports.uploads.send_upload(self.request.id, self.request.filename)
         self.ports.granules.record(self.request.id, lifecycle.MarkUploadSent())
         _log.info("upload message sent", extra=self._extra("upload_queued"))
-        return Done(reason=reason)
+        return Done(reason=reason, transfer=transfer)
 
     # -- failures -----------------------------------------------------------------
 
@@ -321,9 +327,22 @@ class _Attempt:
             delay = policy.backoff(retries)
         return self._postpone(str(exc), delay, spends_budget=policy.spends_deferral_budget(exc.kind))
 
+    def _note_claim(self, claimed: Granule) -> None:
+        lease = claimed.lease
+        if lease is not None:
+            self._claimed_at = lease.expires_at - dt.timedelta(seconds=self.ports.lease_seconds)
+            self._claimed_tick = self.ports.clock.monotonic()
+
+    def _store_now(self) -> dt.datetime:
+        """Now on the granule store's clock: the claim's time plus what has elapsed since."""
+        clock = self.ports.clock
+        if self._claimed_at is None:
+            return clock.now()
+        return self._claimed_at + dt.timedelta(seconds=clock.monotonic() - self._claimed_tick)
+
     def _postpone(self, error: str, delay: int, *, spends_budget: bool) -> Outcome:
         ports = self.ports
-        if spends_budget and ports.policy.deferred_too_long(self.granule.first_attempt_at, ports.clock.now()):
+        if spends_budget and ports.policy.deferred_too_long(self.granule.first_attempt_at, self._store_now()):
             return self._abandon(error)
         self.granule = ports.granules.record(
             self.request.id, lifecycle.Postpone(owner=self.owner, error=error)

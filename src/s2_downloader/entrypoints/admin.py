@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from s2_downloader.adapters.granule_queries import GranuleQueries, RequeueFilter
 from s2_downloader.adapters.postgres import PostgresGranuleStore, StoreStatus, migrate
+from s2_downloader.adapters.s3 import OpenUpload, S3Store
 from s2_downloader.adapters.sqs import SqsQueue
+from s2_downloader.domain.errors import FileStoreError
 from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.failures import failures_json, failures_text
 from s2_downloader.entrypoints.logs import configure_logging
@@ -33,16 +35,55 @@ def migrate_command() -> int:
     return 0
 
 
+#: Multipart uploads older than this are reported by ``status``: S3 charges for their parts.
+OPEN_UPLOAD_AGE_SECONDS = 86400.0
+
+
 def status_command(*, as_json: bool) -> int:
-    """Granule counts per state, the last download and the oldest lease."""
+    """Granule counts per state, the last download, the oldest lease, and (S3) stale multipart uploads."""
     _quiet_database_logging()
-    pool = open_database(Settings.from_env(), max_size=1)
+    settings = Settings.from_env()
+    pool = open_database(settings, max_size=1)
     try:
-        report = PostgresGranuleStore(pool=pool).status_report()
+        granules = PostgresGranuleStore(pool=pool)
+        report = granules.status_report()
+        uploads = _stale_uploads(settings, granules)
     finally:
         pool.close()
-    print(json.dumps(_status_json(report)) if as_json else _status_text(report))  # noqa: T201
+    if as_json:
+        document = _status_json(report)
+        if uploads is not None:
+            document["open_multipart_uploads_older_than_a_day"] = [
+                {"key": u.key, "upload_id": u.upload_id, "initiated": u.initiated.isoformat()}
+                for u in uploads
+            ]
+        print(json.dumps(document))  # noqa: T201
+    else:
+        text = _status_text(report)
+        if uploads is not None:
+            text += f"\nopen multipart uploads older than a day: {len(uploads)}"
+            text += "".join(f"\n  {u.key} (since {u.initiated.isoformat()})" for u in uploads[:20])
+        print(text)  # noqa: T201
     return 0
+
+
+def _stale_uploads(settings: Settings, granules: PostgresGranuleStore) -> list[OpenUpload] | None:
+    """With the S3 store, its multipart uploads older than a day (they cost money); else None."""
+    if settings.store != "s3" or not settings.upload_bucket:
+        return None
+    import boto3  # noqa: PLC0415 - only the S3 store's status needs a client
+
+    store = S3Store(
+        client=boto3.session.Session().client("s3"),
+        bucket=settings.upload_bucket,
+        ledger=granules,
+        object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
+    )
+    try:
+        return store.open_uploads_older_than(OPEN_UPLOAD_AGE_SECONDS)
+    except FileStoreError as exc:
+        print(f"s2-downloader status: cannot list multipart uploads: {exc}", file=sys.stderr)  # noqa: T201
+        return None
 
 
 def requeue_command(selection: RequeueFilter, *, dry_run: bool, as_json: bool) -> int:

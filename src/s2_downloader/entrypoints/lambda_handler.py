@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from s2_downloader.adapters.metrics import Metrics, NullMetrics
 from s2_downloader.adapters.sqs import queue_url_of_arn
 from s2_downloader.domain import Ports
 from s2_downloader.domain.errors import QueueError, S2DownloaderError
@@ -41,6 +42,7 @@ from s2_downloader.entrypoints.dispatch import (
     outcome_for,
 )
 from s2_downloader.entrypoints.logs import configure_logging
+from s2_downloader.entrypoints.observe import observe
 from s2_downloader.entrypoints.sweep import PartialSweep
 from s2_downloader.entrypoints.wiring import (
     LAMBDA_STOP_MARGIN_SECONDS,
@@ -110,6 +112,7 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
         requeue=container.download_queue,
         check_url=container.check_download_url,
         outage=_outage,
+        metrics=container.metrics,
     )
     settings = container.settings
     if settings.store == "efs" and context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
@@ -200,6 +203,7 @@ def process_batch(
     check_url: Callable[[str], object],
     margin_seconds: float = LAMBDA_STOP_MARGIN_SECONDS,
     outage: Outage | None = None,
+    metrics: Metrics | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Run each record through the use case; return the partial batch response.
 
@@ -235,6 +239,8 @@ def process_batch(
             break
         message_id = str(record.get("messageId", ""))
         result = _handle_record(record, message_id, ports, check_url)
+        if result is not None:
+            observe(metrics or NullMetrics(), result, first_delivery=_receive_count(record) <= 1)
         if isinstance(result, Unavailable):
             outage.failed(result.reason)
             outage.pause()  # grows the delay of the messages handed back during this outage
@@ -245,6 +251,14 @@ def process_batch(
         if not done:
             failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}
+
+
+def _receive_count(record: Mapping[str, Any]) -> int:
+    """How many times the record's message was received, this time included (1 when unknown)."""
+    attributes = record.get("attributes")
+    raw = attributes.get("ApproximateReceiveCount", "1") if isinstance(attributes, Mapping) else "1"
+    text = str(raw)
+    return int(text) if text.isascii() and text.isdigit() else 1
 
 
 def _body(record: Mapping[str, Any]) -> str:

@@ -114,6 +114,7 @@ def _runner(container: Container, board: ProgressBoard, *, concurrency: int, unt
         check_url=container.check_download_url,
         settings=RunnerSettings(concurrency=concurrency, until_empty=until_empty),
         board=board,
+        metrics=container.metrics,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import attrs
 
+from s2_downloader.adapters.metrics import Metrics, NullMetrics
 from s2_downloader.adapters.sqs import QueueCounts, ReceiptExpired, ReceivedMessage
 from s2_downloader.adapters.wire import peek_granule_id
 from s2_downloader.domain import Outcome, Ports
@@ -26,6 +27,7 @@ from s2_downloader.entrypoints.dispatch import (
     action_for,
     outcome_for,
 )
+from s2_downloader.entrypoints.observe import observe
 from s2_downloader.entrypoints.progress import ProgressBoard
 
 __all__ = ["MessageQueue", "Runner", "RunnerSettings"]
@@ -82,6 +84,8 @@ class RunnerSettings:
     #: approximate, and each is taken at its own instant).
     empty_readings: int = 3
     empty_interval: float = 1.0
+    #: Seconds between visibility renewals; None: a third of the visibility timeout (at least 0.5 s).
+    heartbeat_seconds: float | None = None
 
 
 @attrs.define
@@ -125,6 +129,8 @@ class Runner:
     check_url: Callable[[str], object]
     settings: RunnerSettings = attrs.field(factory=RunnerSettings)
     board: ProgressBoard = attrs.field(factory=ProgressBoard)
+    #: Where each handled message's metric events go (``run --metrics``: EMF on stdout).
+    metrics: Metrics = attrs.field(factory=NullMetrics)
     stopping: threading.Event = attrs.field(factory=threading.Event)
     cancel: _Cancellation = attrs.field(factory=_Cancellation)
     #: The database, the mount or the upload queue failing; while it lasts, one message at a time.
@@ -259,6 +265,7 @@ class Runner:
         outcome_name = "error"
         try:
             result = outcome_for(message.body, self.ports, self.check_url, message_id=message.message_id)
+            observe(self.metrics, result, first_delivery=message.receive_count <= 1)
             if isinstance(result, Unavailable):
                 self.outage.failed(result.reason)
                 outcome_name = "unavailable"
@@ -327,7 +334,7 @@ class Runner:
             _log.warning("could not hand a message back: %s", exc, extra={"event": "hand_back_failed"})
 
     def _keep_visible(self) -> None:
-        interval = max(0.5, self._visibility / 3)
+        interval = self.settings.heartbeat_seconds or max(0.5, self._visibility / 3)
         while not self._finished.wait(interval):
             with self._lock:
                 entries = list(self._inflight.values())

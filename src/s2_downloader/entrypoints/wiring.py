@@ -26,12 +26,15 @@ from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
 from s2_downloader.adapters.hub_cdse import TokenSource
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
 from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
+from s2_downloader.adapters.s3 import S3Store
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, SsmTokens, hls_token_parameter, ssm_client
 from s2_downloader.domain import Ports, RetryPolicy
+from s2_downloader.domain.errors import FileStoreError
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs.client import SQSClient
 
 __all__ = [
@@ -221,6 +224,38 @@ def _sqs_client(concurrency: int, *, long_poll: bool) -> SQSClient:
     return boto3.session.Session().client("sqs", config=config)
 
 
+def _s3_client(concurrency: int) -> S3Client:
+    config = Config(
+        max_pool_connections=concurrency + 5,
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"max_attempts": 3, "mode": "standard"},
+        # Each part carries its Content-MD5 and the whole product is checked against the
+        # hub's MD5; botocore's default CRC32 would hash every byte a third time.
+        request_checksum_calculation="when_required",
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+def _store(
+    settings: Settings, granules: PostgresGranuleStore, concurrency: int, s3: S3Client | None
+) -> EfsFileStore | S3Store:
+    """The store ``STORE`` names: the EFS mount, or the bucket (its upload records on the granule row)."""
+    if settings.store != "s3":
+        return EfsFileStore(mount=settings.efs_mount_dir or "")
+    store = S3Store(
+        client=_s3_client(concurrency) if s3 is None else s3,
+        bucket=settings.upload_bucket or "",
+        ledger=granules,
+        object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
+    )
+    try:
+        store.check_bucket()
+    except FileStoreError as exc:
+        raise ConfigError("UPLOAD_BUCKET", str(exc)) from None
+    return store
+
+
 def emf_metrics(settings: Settings) -> EmfMetrics:
     """CloudWatch metrics as EMF records on stdout, with the hub as their dimension."""
     return EmfMetrics(sys.stdout, hub=settings.hub_api)
@@ -244,7 +279,7 @@ class Container:
     http: urllib3.PoolManager = attrs.field(repr=False)
     granules: PostgresGranuleStore
     hub: DhusHub | CdseHub
-    files: EfsFileStore
+    files: EfsFileStore | S3Store
     download_queue: SqsQueue
     uploads: SqsUploadQueue | NoUploads
     ports: Ports
@@ -294,6 +329,7 @@ def build(
     long_poll: bool = True,
     metrics: Metrics | None = None,
     sqs: SQSClient | None = None,
+    s3: S3Client | None = None,
 ) -> Container:
     """Build the worker's adapters from ``settings``; raises ConfigError for what is missing.
 
@@ -303,11 +339,9 @@ def build(
     events are counted (default: nowhere). ``sqs``: the SQS client for both queues, as
     given (default: boto3's from the process's AWS configuration, with the timeouts above);
     the demo passes its local endpoint's, so nothing has to change the process environment.
+    ``s3``: the S3 client of the S3 store, likewise.
     """
     settings.require_worker()
-    if settings.store == "s3":
-        # >>> S3 STORE: refused until adapters/s3.py is wired in below.
-        raise ConfigError("STORE", "the S3 store is not available in this version")
     concurrency = settings.default_concurrency if concurrency is None else concurrency
     download_url = settings.download_queue_url or ""
     # Pools sized for the concurrency so no download waits for a connection.
@@ -316,10 +350,7 @@ def build(
     db_pool = open_database(settings, max_size=concurrency + 2)
     sqs = _sqs_client(concurrency, long_poll=long_poll) if sqs is None else sqs
     granules = PostgresGranuleStore(pool=db_pool, max_retries=settings.max_download_retries)
-    # >>> S3 STORE GOES HERE (adapters/s3.py): with settings.store == "s3", build it from
-    # settings.upload_bucket and settings.s3_key (a granule's object key) on its own boto3
-    # S3 client, and use it as ``files``.
-    files = EfsFileStore(mount=settings.efs_mount_dir or "")
+    files = _store(settings, granules, concurrency, s3)
     download_queue = SqsQueue(client=sqs, url=download_url)
     uploads: SqsUploadQueue | NoUploads = (
         NoUploads()
