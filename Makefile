@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test lint type unit integration format demo bench soak soak-hostile clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every tool and test dependency: a fresh machine gets the versions
+# the suite last passed with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 ## test: lint, type-check and run every test (unit and integration)
@@ -42,7 +44,7 @@ SOAK_SEED ?= 20251128
 
 # sentinelsat (the peer) and curl (the baseline) are only needed by the benchmarks.
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl; } \
 		|| { echo "make bench needs curl on PATH" >&2; exit 2; }
 	touch $(BENCH_STAMP)

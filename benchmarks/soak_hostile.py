@@ -302,6 +302,20 @@ def _unverified_under_final_names(
     return wrong
 
 
+def _fate_label(script: Script, row: dict[str, Any]) -> str:
+    """A granule that ended wrong, with its script, state and reason."""
+    return f"{script.granule_id} ({script.kind}: {row['state']}, {(row['last_error'] or '')[:50]})"
+
+
+def _dead_label(body: str) -> str:
+    """A dead-letter body, short: the granule id when it parses, else its start."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return repr(body[:20])
+    return str(document.get("id", "?")) if isinstance(document, dict) else repr(body[:20])
+
+
 def check(
     *,
     services: Services,
@@ -314,7 +328,9 @@ def check(
 ) -> list[Check]:
     """Every end state the issue asks for, one Check each."""
     rows = pipeline.rows()
-    wrong_fate = [s.granule_id for s in scripts if rows[s.granule_id]["state"] != s.fate]
+    wrong_fate = [
+        _fate_label(s, rows[s.granule_id]) for s in scripts if rows[s.granule_id]["state"] != s.fate
+    ]
     wrong_reason = [
         s.granule_id
         for s in scripts
@@ -378,7 +394,8 @@ def check(
         Check(
             name="dead-letter queue holds exactly the failed granules and the hostile messages",
             ok=not missing_dead and not stray_dead,
-            detail=f"missing {sum(missing_dead.values())}, stray {sum(stray_dead.values())}"
+            detail=f"missing {sum(missing_dead.values())}, stray {sum(stray_dead.values())}: "
+            + listed([_dead_label(body) for body in (missing_dead + stray_dead).elements()])
             if missing_dead or stray_dead
             else "",
         ),

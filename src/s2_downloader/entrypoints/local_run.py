@@ -101,6 +101,8 @@ def _showing(display: TerminalDisplay | None) -> Iterator[None]:
 
 
 def _sweep(settings: Settings) -> None:
+    if settings.store != "efs":
+        return  # the S3 store's leftovers are multipart uploads, aborted per granule
     # An unreadable directory is logged and skipped: it must not stop every start.
     swept = sweep_mount(settings.efs_mount_dir or "")
     if swept:
