@@ -35,9 +35,9 @@ format: $(STAMP)
 	$(PY) -m ruff format src tests benchmarks
 	$(PY) -m ruff check --fix src tests benchmarks
 
-## demo: the whole pipeline on 127.0.0.1 with synthetic granules
+## demo: the whole pipeline on 127.0.0.1 with synthetic granules (DEMO_STORE=s3: into a local bucket)
 demo: $(STAMP)
-	$(VENV)/bin/s2-downloader demo
+	$(VENV)/bin/s2-downloader demo $(if $(DEMO_STORE),--store $(DEMO_STORE))
 
 BENCH_STAMP := $(VENV)/.bench-installed
 SOAK_SEED ?= 20251128

@@ -1,6 +1,6 @@
-"""``python -m benchmarks``: every benchmark of issue 5 on the testing stack, into ``docs/benchmarks.md``.
+"""``python -m benchmarks``: every benchmark on the testing stack, into ``docs/benchmarks.md``.
 
-PostgreSQL and moto's SQS server run as throwaway processes (``s2_downloader.testing``),
+PostgreSQL and moto's server (SQS and S3) run as throwaway processes (``s2_downloader.testing``),
 the hub simulator in a process of its own (``benchmarks.hubproc``); the runner and the
 Lambda handler are measured as their own processes. ``--only`` runs a subset (the
 document then holds only those sections).
@@ -15,15 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import concurrency, lambda_bench, memory, notes, overhead, single_stream
+from benchmarks import concurrency, lambda_bench, memory, notes, overhead, s3_path, single_stream
 from benchmarks.measure import MIB
 from benchmarks.report import CpuSteal, Machine, Section, render
 from benchmarks.stack import bench_services
+from s2_downloader.testing.stack import Services
 
 __all__ = ["main"]
 
 _ROOT = Path(__file__).resolve().parent.parent
-_SECTIONS = ("single", "memory", "concurrency", "overhead", "lambda")
+_SECTIONS = ("single", "memory", "concurrency", "overhead", "lambda", "s3")
 #: The per-connection rate of the hub in the concurrency benchmark; notes.RATE_WHY says why.
 HUB_RATE = 25e6
 
@@ -46,12 +47,21 @@ def _say(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
+def _s3_section(services: Services, efs_root: Path, *, rounds: int) -> Section:
+    _say("S3 store, 512 MiB (moto is slow: several minutes)")
+    measured = s3_path.measure_s3_path(services, efs_root, rounds=rounds, say=_say)
+    return s3_path.section(measured, notes.S3_PATH)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write the report."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the quick benchmarks (default 5)")
     parser.add_argument(
         "--slow-rounds", type=int, default=3, help="rounds of the rate-limited concurrency runs (default 3)"
+    )
+    parser.add_argument(
+        "--s3-rounds", type=int, default=3, help="rounds of the S3 store's 512 MiB runs (default 3)"
     )
     parser.add_argument("--only", default=",".join(_SECTIONS), help=f"comma-separated subset of {_SECTIONS}")
     parser.add_argument("--files-dir", action="append", default=[], help="where files go (repeatable)")
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if "lambda" in only:
             _say("lambda handler")
             sections.append(lambda_bench.section(lambda_bench.measure_lambda(services, rounds=rounds)))
+        if "s3" in only:
+            sections.append(_s3_section(services, roots[0], rounds=max(3, args.s3_rounds)))
     sections.append(Section(title="Optimisations", body=list(notes.OPTIMISATIONS)))
     command = "make bench" if only == set(_SECTIONS) else f"python -m benchmarks --only {args.only}"
     document = render(

@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.lambda_poller", description=__doc__)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per invocation")
+    parser.add_argument(
+        "--visibility",
+        type=int,
+        default=None,
+        help="hide received messages this long (default: the queue's); must outlast an invocation",
+    )
     args = parser.parse_args(argv)
     url = os.environ["TO_DOWNLOAD_SQS_QUEUE_URL"]
     client = boto3.client("sqs")
@@ -82,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     empty_readings = 0
     while not stop.is_set():
+        hide = {} if args.visibility is None else {"VisibilityTimeout": args.visibility}
         messages = client.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=args.batch_size, WaitTimeSeconds=1, AttributeNames=["All"]
+            QueueUrl=url,
+            MaxNumberOfMessages=args.batch_size,
+            WaitTimeSeconds=1,
+            AttributeNames=["All"],
+            **hide,
         ).get("Messages", [])
         if not messages:
             empty_readings = empty_readings + 1 if _empty(client, url) else 0

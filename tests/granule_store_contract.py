@@ -35,7 +35,13 @@ from s2_downloader.domain.errors import InvalidTransition
 from s2_downloader.domain.granule import Granule
 from s2_downloader.domain.ports import GranuleStore
 
-__all__ = ["EVENT_KINDS", "ContractStore", "GranuleStoreContract", "run_granule_store_contract"]
+__all__ = [
+    "EVENT_KINDS",
+    "ContractStore",
+    "ContractViolation",
+    "GranuleStoreContract",
+    "run_granule_store_contract",
+]
 
 #: Present from the start; LATE is inserted by a rule, so steps also meet a granule that appears.
 IDS = ("g-1", "g-2")
@@ -63,6 +69,19 @@ _checksums = st.sampled_from(("", "D41D8CD98F00B204E9800998ECF8427E")) | st.text
 _errors = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
 
 _S = TypeVar("_S", bound="ContractStore")
+
+
+class ContractViolation(AssertionError):
+    """The store broke the contract; ``operation`` names the port call that disagreed with the model."""
+
+    def __init__(self, operation: str, expected: object, actual: object) -> None:
+        super().__init__(f"{operation}: expected {expected!r}, got {actual!r}")
+        self.operation = operation
+
+
+def _agree(operation: str, expected: object, actual: object) -> None:
+    if expected != actual:
+        raise ContractViolation(operation, expected, actual)
 
 
 @attrs.frozen(kw_only=True)
@@ -207,7 +226,7 @@ class GranuleStoreContract(RuleBasedStateMachine):
         if current is not None and expected:
             event = lifecycle.Heartbeat(owner=owner, now=self._judged(now), lease_seconds=lease_seconds)
             self.model[granule_id] = lifecycle.apply(current, event)
-        assert expected == self.store.heartbeat(granule_id, owner, now, lease_seconds)
+        _agree("heartbeat", expected, self.store.heartbeat(granule_id, owner, now, lease_seconds))
 
     @rule(granule_id=_ids, actor=_actors)
     def release(self, *, granule_id: str, actor: str) -> None:
@@ -217,7 +236,7 @@ class GranuleStoreContract(RuleBasedStateMachine):
         expected = current is not None and current.held_by(owner)
         if current is not None and expected:
             self.model[granule_id] = lifecycle.apply(current, lifecycle.Release(owner=owner))
-        assert expected == self.store.release(granule_id, owner)
+        _agree("release", expected, self.store.release(granule_id, owner))
 
     @rule(
         granule_id=_ids,
@@ -278,7 +297,7 @@ class GranuleStoreContract(RuleBasedStateMachine):
                 pass  # the port returns the granule unchanged
             else:
                 self.model[granule_id] = expected
-        assert expected == self.store.claim(granule_id, owner, now, lease_seconds)
+        _agree("claim", expected, self.store.claim(granule_id, owner, now, lease_seconds))
 
     def _check_record(
         self, granule_id: str, event: lifecycle.Event, modelled: lifecycle.Event | None = None
@@ -298,7 +317,7 @@ class GranuleStoreContract(RuleBasedStateMachine):
             actual: Granule | None = self.store.record(granule_id, event)
         except InvalidTransition:
             actual = None
-        assert expected == actual
+        _agree(f"record {type(event).__name__}", expected, actual)
 
     def _who(self, granule_id: str, actor: str) -> str:
         if actor != HOLDER:

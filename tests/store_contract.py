@@ -22,8 +22,7 @@ from typing import ClassVar, Protocol
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from s2_downloader.domain.ports import FileKey
-from s2_downloader.domain.usecase import Files
+from s2_downloader.domain.ports import FileKey, Files
 from tests.unit.fakes import Crash, CrashPlan, md5
 
 __all__ = ["StoreHarness", "StoreMachine", "store_machine"]

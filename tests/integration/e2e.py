@@ -12,7 +12,16 @@ from typing import Any
 from s2_downloader.testing.hubsim import SimProduct
 from s2_downloader.testing.stack import Pipeline
 
-__all__ = ["dead_letters", "file_md5", "on_disk", "partial_files", "rows", "upload_bodies", "wait_until"]
+__all__ = [
+    "assert_in_bucket",
+    "dead_letters",
+    "file_md5",
+    "on_disk",
+    "partial_files",
+    "rows",
+    "upload_bodies",
+    "wait_until",
+]
 
 
 def file_md5(path: Path) -> str:
@@ -77,3 +86,26 @@ def assert_verified(pipeline: Pipeline, products: list[SimProduct]) -> None:
         assert product.md5 == file_md5(pipeline.final_path(product.id))
         assert row["upload_queued_at"] is not None
     assert [] == partial_files(pipeline)
+
+
+def assert_in_bucket(pipeline: Pipeline, products: list[SimProduct]) -> None:
+    """Each product is verified and is the object at its key (bytes, ``md5`` metadata); no upload is open."""
+    table = rows(pipeline)
+    for product in products:
+        row = table[product.id]
+        assert ("verified", True, False, False, product.md5) == (
+            row["state"],
+            row["downloaded"],
+            row["in_progress"],
+            row["download_failed"],
+            row["checksum"],
+        ), product.id
+        stored = pipeline.stored_object(pipeline.object_key(product.id))
+        assert stored is not None, product.id
+        assert (product.size, product.md5, product.md5) == (
+            stored.size,
+            stored.md5,
+            stored.metadata.get("md5"),
+        )
+        assert pipeline.store_upload(product.id) is None
+    assert [] == pipeline.open_uploads()

@@ -14,7 +14,7 @@ import pytest
 
 from s2_downloader.testing.stack import Pipeline, Services
 
-__all__ = ["pipeline", "services"]
+__all__ = ["pipeline", "s3_pipeline", "services"]
 
 #: The installed console script, next to the interpreter running the tests.
 CLI = str(Path(sys.executable).parent / "s2-downloader")
@@ -35,6 +35,14 @@ def pipeline(services: Services) -> Iterator[Pipeline]:
         yield made
     services.hub.rate_limit = None
     services.hub.token_lifetime = 600.0
+
+
+@pytest.fixture
+def s3_pipeline(services: Services) -> Iterator[Pipeline]:
+    """A fresh pipeline whose environment chooses the S3 store (no upload queue, as HLS today)."""
+    with services.pipeline(store="s3", visibility_timeout=5, max_receive_count=4) as made:
+        yield made
+    services.hub.rate_limit = None
 
 
 def cli_env(pipeline: Pipeline, **overrides: str) -> dict[str, str]:

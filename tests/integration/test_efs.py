@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from s2_downloader.adapters.efs import PARTIAL_SUFFIX, EfsFileStore, partial_name
 from s2_downloader.domain.errors import FileStoreError, PartialInUse
-from s2_downloader.domain.ports import FileKey
-from s2_downloader.domain.usecase import Files
+from s2_downloader.domain.ports import FileKey, Files
 
 KEY = FileKey(
     granule_id="S2A_MSIL1C_20200101T000000_N0208_R001_T01ABC_20200101T000000", filename="product.zip"

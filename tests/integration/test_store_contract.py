@@ -14,8 +14,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from s2_downloader.adapters.efs import EfsFileStore
 from s2_downloader.adapters.s3 import S3Store
-from s2_downloader.domain.ports import FileKey
-from s2_downloader.domain.usecase import Files
+from s2_downloader.domain.ports import FileKey, Files
 from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
 from tests.store_contract import store_machine
 from tests.unit.fakes import CrashPlan, InMemoryUploadLedger

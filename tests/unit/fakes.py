@@ -26,6 +26,7 @@ from s2_downloader.domain.ports import (
     Cancellation,
     Clock,
     FileKey,
+    Files,
     GranuleStore,
     Hub,
     Partial,
@@ -33,7 +34,6 @@ from s2_downloader.domain.ports import (
     UploadQueue,
 )
 from s2_downloader.domain.request import DownloadRequest
-from s2_downloader.domain.usecase import Files
 
 __all__ = [
     "EPOCH",

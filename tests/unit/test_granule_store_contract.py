@@ -11,7 +11,7 @@ from hypothesis import Phase, settings
 
 from s2_downloader.domain import lifecycle
 from s2_downloader.domain.granule import Granule, Lease, State
-from tests.granule_store_contract import EVENT_KINDS, run_granule_store_contract
+from tests.granule_store_contract import EVENT_KINDS, ContractViolation, run_granule_store_contract
 from tests.unit.fakes import InMemoryGranuleStore
 
 
@@ -43,11 +43,12 @@ def test_contract_draws_every_lifecycle_event() -> None:
 
 
 def test_contract_catches_a_store_that_ignores_live_leases() -> None:
-    """A store that lets a second worker take a live lease fails the contract."""
-    with pytest.raises(AssertionError):
+    """A store that lets a second worker take a live lease fails the contract at a claim, not elsewhere."""
+    with pytest.raises(ContractViolation) as failure:
         run_granule_store_contract(
             make_store=_LeaseIgnoringStore,
             add_granule=_add,
             # Finding the bug is the point; shrinking it would only cost time.
             settings=settings(database=None, max_examples=200, phases=[Phase.generate]),
         )
+    assert "claim" == failure.value.operation

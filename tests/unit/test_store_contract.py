@@ -5,8 +5,7 @@ from __future__ import annotations
 import attrs
 from hypothesis import settings
 
-from s2_downloader.domain.ports import FileKey
-from s2_downloader.domain.usecase import Files
+from s2_downloader.domain.ports import FileKey, Files
 from tests.store_contract import store_machine
 from tests.unit.fakes import CrashPlan, InMemoryFiles
 

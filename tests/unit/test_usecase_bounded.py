@@ -369,3 +369,14 @@ def test_a_skewed_worker_clock_neither_spends_nor_stretches_the_deferral_budget(
 
     assert isinstance(within, Defer)
     assert isinstance(past, Failed)
+
+
+def test_a_remembered_refusal_of_our_credentials_waits_out_its_hint(world: World) -> None:
+    """UNAUTHORIZED with a Retry-After-like hint (the refused password's window) defers by that hint."""
+    request = world.add("g1", PRODUCT)
+    world.hub.checksum_faults["g1"] = [HubFault.fail(FailureKind.UNAUTHORIZED, retry_after=280)]
+
+    outcome = world.handle(request)
+
+    assert isinstance(outcome, Defer)
+    assert 280 == outcome.delay_seconds

@@ -11,7 +11,7 @@ from s2_downloader.domain import Outcome, handle
 from s2_downloader.domain.ports import FileKey
 from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.domain.retry import RetryPolicy
-from s2_downloader.domain.usecase import Ports
+from s2_downloader.domain.usecase import AttemptContext
 from tests.unit.fakes import (
     CrashPlan,
     FakeClock,
@@ -47,9 +47,9 @@ class World:
         self.files = InMemoryFiles(crashes=self.crashes)
         self.uploads = FakeUploadQueue(crashes=self.crashes)
 
-    def ports(self, **overrides: Any) -> Ports:
+    def ports(self, **overrides: Any) -> AttemptContext:
         """The use case's ports over these fakes."""
-        ports = Ports(
+        ports = AttemptContext(
             granules=self.store,
             hub=self.hub,
             files=self.files,

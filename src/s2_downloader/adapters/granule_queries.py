@@ -1,7 +1,7 @@
 """The operators' queries on the granule table: what to requeue, reviving failed granules, failures.
 
 Used by ``s2-downloader requeue`` and ``s2-downloader failures`` (docs/interface.md section
-1), never by the workers. Like the store (``adapters/postgres.py``), every time test is on
+1), never by the workers. Like the store (``adapters/postgres/``), every time test is on
 the database's clock (``now()`` in the statement), and the legacy flags win over
 ``state`` where another HLS writer set them behind the state's back (``downloaded`` means
 verified, ``download_failed`` failed). psycopg errors leave this module as ``StoreError``
@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from s2_downloader.adapters.postgres import _conninfo, _redact
+from s2_downloader.adapters.postgres import describe_error
 from s2_downloader.domain.errors import FailureKind, StoreError
 from s2_downloader.domain.granule import State
 
@@ -293,10 +293,5 @@ class GranuleQueries:
             with self.pool.connection() as conn:
                 return work(conn)
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(_describe(operation, exc, self.pool)) from exc
-
-
-def _describe(operation: str, exc: Exception, pool: ConnectionPool[Any]) -> str:
-    # The store's redaction: the pool's password, and password-looking text, never shown.
-    detail = str(exc).strip() or type(exc).__name__
-    return _redact(f"granule store: {operation} failed: {type(exc).__name__}: {detail}", _conninfo(pool))
+            # The store's redaction: the pool's password, and password-looking text, never shown.
+            raise StoreError(describe_error(operation, exc, self.pool)) from exc

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import attrs
@@ -279,13 +279,8 @@ class CdseHub:
         """
         query = urllib.parse.quote(f"Id eq '{granule_id}'", safe="'")
         url = f"{self.checksum_url}/odata/v1/Products?$filter={query}"
-        response = self._catalogue.request(
-            "GET", url, granule_id=granule_id, headers={"Accept": "application/json"}, deadline=deadline
-        )
-        document = self._catalogue.read_json(response, url, deadline=deadline)
-        return _md5_of(document, granule_id)
+        return _md5_of(self._catalogue.get_json(url, granule_id=granule_id, deadline=deadline), granule_id)
 
-    @contextlib.contextmanager
     def open_product(
         self,
         request: DownloadRequest,
@@ -293,20 +288,16 @@ class CdseHub:
         *,
         validator: str | None = None,
         deadline: float | None = None,
-    ) -> Iterator[ProductResponseStream]:
-        """Stream the product from the zipper from ``offset``; the connection is released on exit.
+    ) -> AbstractContextManager[ProductResponseStream]:
+        """Stream the product from the zipper from ``offset`` (``HubHttp.product``); raises ``HubError``.
 
         ``request.download_url`` is not fetched: CDSE products come from
         ``{zipper}/odata/v1/Products(<id>)/$value`` whatever link the message carried.
         """
         url = f"{self.zipper_url}/odata/v1/Products({urllib.parse.quote(request.id, safe='')})/$value"
-        stream = self._zipper.open_stream(
+        return self._zipper.product(
             url, offset, granule_id=request.id, validator=validator, deadline=deadline
         )
-        try:
-            yield stream
-        finally:
-            stream.close()
 
 
 def _https_origin(host: str) -> Origin:

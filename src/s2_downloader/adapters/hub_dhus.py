@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import urllib.parse
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import attrs
@@ -77,13 +76,8 @@ class DhusHub:
         """The MD5 DHuS publishes for the product, lowercase hex; raises ``HubError``."""
         key = urllib.parse.quote(granule_id, safe="")
         url = f"{self.base_url}/dhus/odata/v1/Products('{key}')/?$format=json&$select=Checksum"
-        response = self._http.request(
-            "GET", url, granule_id=granule_id, headers={"Accept": "application/json"}, deadline=deadline
-        )
-        document = self._http.read_json(response, url, deadline=deadline)
-        return _md5_of(document, granule_id)
+        return _md5_of(self._http.get_json(url, granule_id=granule_id, deadline=deadline), granule_id)
 
-    @contextlib.contextmanager
     def open_product(
         self,
         request: DownloadRequest,
@@ -91,24 +85,16 @@ class DhusHub:
         *,
         validator: str | None = None,
         deadline: float | None = None,
-    ) -> Iterator[ProductResponseStream]:
-        """Stream ``request.download_url`` from ``offset``; the connection is released on exit.
-
-        ``validator`` (an earlier stream's) makes a resume conditional on the product
-        being unchanged; ``deadline`` bounds every blocking step, reads included.
-        """
+    ) -> AbstractContextManager[ProductResponseStream]:
+        """Stream ``request.download_url`` from ``offset`` (``HubHttp.product``); raises ``HubError``."""
         try:
             # Checked again here, not only when the message was read: credentials follow this URL.
             self.accepts_download_url(request.download_url)
         except BadRequest as exc:
             raise HubError(FailureKind.BAD_RESPONSE, exc.reason) from exc
-        stream = self._http.open_stream(
+        return self._http.product(
             request.download_url, offset, granule_id=request.id, validator=validator, deadline=deadline
         )
-        try:
-            yield stream
-        finally:
-            stream.close()
 
 
 def _md5_of(document: Any, granule_id: str) -> str:

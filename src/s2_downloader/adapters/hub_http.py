@@ -17,6 +17,7 @@ trickles.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -432,45 +433,55 @@ class HubHttp:
         granule_id: str | None,
         deadline: float | None,
     ) -> tuple[urllib3.BaseHTTPResponse, bool]:
+        """The first non-redirect answer (a GET's redirects followed), and whether it was sent credentials."""
         current = url
         # The parser that decides the origin is the one urllib3 uses to connect.
         origin = _origin(current)
         for _hop in range(MAX_REDIRECTS + 1):
-            sent = dict(_BASE_HEADERS)
-            if headers:
-                sent.update(headers)
-            authorized = authorization is not None and origin in self.credential_origins
-            if authorization is not None and authorized:
-                sent["Authorization"] = authorization
+            sent, authorized = self._headers(origin, headers, authorization)
             response = self._send_once(method, current, sent, body, deadline)
             if response.status not in _REDIRECTS or method != "GET":
                 return response, authorized
-            location = response.headers.get("Location")
-            _discard(response, deadline)
-            if not location:
-                detail = f"HTTP {response.status} from {safe_url(current)} without a Location"
-                raise HubError(FailureKind.BAD_RESPONSE, detail)
-            try:
-                target, origin = check_redirect(current, location)
-            except BadRequest as exc:
-                detail = f"redirect from {safe_url(current)} to an unusable Location {shown(location)!r}"
-                raise HubError(FailureKind.BAD_RESPONSE, detail) from exc
-            if not self.may_follow(origin):
-                detail = (
-                    f"redirect from {safe_url(current)} to {safe_url(target)}, outside the configured hub"
-                )
-                raise HubError(FailureKind.BAD_RESPONSE, detail)
-            self.log.info(
-                "hub redirected",
-                extra={
-                    "event": "hub_redirect",
-                    "granule_id": granule_id,
-                    "location": safe_url(target),
-                    "with_credentials": origin in self.credential_origins,
-                },
-            )
-            current = target
+            current, origin = self._redirect(current, response, granule_id, deadline)
         raise HubError(FailureKind.BAD_RESPONSE, f"more than {MAX_REDIRECTS} redirects from {safe_url(url)}")
+
+    def _headers(
+        self, origin: Origin, headers: Mapping[str, str] | None, authorization: str | None
+    ) -> tuple[dict[str, str], bool]:
+        """The headers for a request to ``origin``; whether they carry the credentials."""
+        sent = {**_BASE_HEADERS, **(headers or {})}
+        if authorization is None or origin not in self.credential_origins:
+            return sent, False
+        sent["Authorization"] = authorization
+        return sent, True
+
+    def _redirect(
+        self, current: str, response: urllib3.BaseHTTPResponse, granule_id: str | None, deadline: float | None
+    ) -> tuple[str, Origin]:
+        """Where a redirect ``response`` (released here) leads; ``HubError`` when it may not be followed."""
+        location = response.headers.get("Location")
+        _discard(response, deadline)
+        if not location:
+            detail = f"HTTP {response.status} from {safe_url(current)} without a Location"
+            raise HubError(FailureKind.BAD_RESPONSE, detail)
+        try:
+            target, origin = check_redirect(current, location)
+        except BadRequest as exc:
+            detail = f"redirect from {safe_url(current)} to an unusable Location {shown(location)!r}"
+            raise HubError(FailureKind.BAD_RESPONSE, detail) from exc
+        if not self.may_follow(origin):
+            detail = f"redirect from {safe_url(current)} to {safe_url(target)}, outside the configured hub"
+            raise HubError(FailureKind.BAD_RESPONSE, detail)
+        self.log.info(
+            "hub redirected",
+            extra={
+                "event": "hub_redirect",
+                "granule_id": granule_id,
+                "location": safe_url(target),
+                "with_credentials": origin in self.credential_origins,
+            },
+        )
+        return target, origin
 
     def _timeout(self, deadline: float | None, where: str) -> tuple[urllib3.Timeout, bool]:
         """The timeout for one request, cut to the time left; whether the deadline cut it."""
@@ -589,7 +600,15 @@ class HubHttp:
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, deep nesting
             raise HubError(FailureKind.BAD_RESPONSE, f"answer from {where} is not JSON") from exc
 
-    def open_stream(
+    def get_json(self, url: str, *, granule_id: str | None, deadline: float | None = None) -> Any:
+        """GET ``url`` and return its JSON answer (``read_json``); raises ``HubError``."""
+        response = self.request(
+            "GET", url, granule_id=granule_id, headers={"Accept": "application/json"}, deadline=deadline
+        )
+        return self.read_json(response, url, deadline=deadline)
+
+    @contextlib.contextmanager
+    def product(
         self,
         url: str,
         offset: int,
@@ -597,58 +616,104 @@ class HubHttp:
         granule_id: str,
         validator: str | None = None,
         deadline: float | None = None,
-    ) -> ProductResponseStream:
-        """GET the product from ``offset`` (the resume rules of docs/interface.md); raises ``HubError``.
+    ) -> Iterator[ProductResponseStream]:
+        """Stream the product at ``url`` from ``offset``; the connection is released on exit.
 
-        With ``validator`` (what an earlier response's ``ProductResponseStream.validator``
-        was), a resume is conditional: ``If-Range`` makes a hub whose product changed
-        answer 200 with the whole new product, which starts from byte 0.
+        The resume rules of docs/interface.md: with ``validator`` (what an earlier
+        stream's ``validator`` was) a resume is conditional, and ``If-Range`` makes a hub
+        whose product changed answer 200 with the whole new product, which starts from
+        byte 0 (the stream's ``offset`` says so). Raises ``HubError``, or
+        ``DeadlineExceeded`` once ``deadline`` has passed, reads included.
         """
+        stream = self._open_stream(url, offset, granule_id=granule_id, validator=validator, deadline=deadline)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    def _open_stream(
+        self, url: str, offset: int, *, granule_id: str, validator: str | None, deadline: float | None
+    ) -> ProductResponseStream:
         where = safe_url(url)
         response = self.request(
             "GET", url, granule_id=granule_id, headers=_range(offset, validator), deadline=deadline
         )
-        status = response.status
-        if status == 200:
-            if offset:
-                self.log.info(
-                    "hub sent the whole product to a resume; restarting from byte 0",
-                    extra={"event": "hub_range_ignored", "granule_id": granule_id, "asked_offset": offset},
+        match response.status:
+            case 200:
+                if offset:
+                    extra = {"event": "hub_range_ignored", "granule_id": granule_id, "asked_offset": offset}
+                    self.log.info(
+                        "hub sent the whole product to a resume; restarting from byte 0", extra=extra
+                    )
+                return self._stream(response, 0, where, deadline)
+            case 206:
+                return self._partial_content(
+                    response, url, offset=offset, granule_id=granule_id, deadline=deadline
                 )
-            return self._stream(response, 0, where, deadline)
-        if status == 206:
-            span = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-            start, end, total = (int(g) for g in span.groups()) if span else (-1, -1, -1)
-            if start == offset and end == total - 1:
-                return self._stream(response, offset, where, deadline, total=total)
-            _discard(response, deadline)
-            if offset == 0:
-                raise HubError(FailureKind.BAD_RESPONSE, f"HTTP 206 from {where} with an unusable range")
-            self.log.warning(
-                "hub answered a different range; restarting from byte 0",
-                extra={"event": "hub_range_mismatch", "granule_id": granule_id, "asked_offset": offset},
-            )
-            return self._restart(url, granule_id, deadline)
-        if status == 416 and offset:
-            unsatisfied = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-            _discard(response, deadline)
-            if unsatisfied and int(unsatisfied.group(1)) == offset:
-                # The partial already holds the whole product (If-Range matched, or the
-                # hub would have sent it whole): nothing left to send.
-                return ProductResponseStream(
+            case 416 if offset:
+                return self._unsatisfiable(
+                    response,
+                    url,
                     offset=offset,
-                    total_size=offset,
-                    response=None,
-                    chunk_size=self.chunk_size,
-                    where=where,
+                    granule_id=granule_id,
                     validator=validator,
+                    deadline=deadline,
                 )
-            self.log.warning(
-                "range not satisfiable for the partial held; restarting from byte 0",
-                extra={"event": "hub_range_unsatisfiable", "granule_id": granule_id, "asked_offset": offset},
+            case _:
+                raise self.failure(response, url, deadline=deadline)
+
+    def _partial_content(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        url: str,
+        offset: int,
+        granule_id: str,
+        deadline: float | None,
+    ) -> ProductResponseStream:
+        """A 206: the stream when its range is the one asked for, else the whole product again."""
+        where = safe_url(url)
+        span = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        start, end, total = (int(g) for g in span.groups()) if span else (-1, -1, -1)
+        if start == offset and end == total - 1:
+            return self._stream(response, offset, where, deadline, total=total)
+        _discard(response, deadline)
+        if offset == 0:
+            raise HubError(FailureKind.BAD_RESPONSE, f"HTTP 206 from {where} with an unusable range")
+        self.log.warning(
+            "hub answered a different range; restarting from byte 0",
+            extra={"event": "hub_range_mismatch", "granule_id": granule_id, "asked_offset": offset},
+        )
+        return self._restart(url, granule_id, deadline)
+
+    def _unsatisfiable(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        url: str,
+        *,
+        offset: int,
+        granule_id: str,
+        validator: str | None,
+        deadline: float | None,
+    ) -> ProductResponseStream:
+        """A 416 to a resume: nothing left to send when the partial holds the whole product, else restart."""
+        unsatisfied = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        _discard(response, deadline)
+        if unsatisfied and int(unsatisfied.group(1)) == offset:
+            # The partial already holds the whole product (If-Range matched, or the
+            # hub would have sent it whole): nothing left to send.
+            return ProductResponseStream(
+                offset=offset,
+                total_size=offset,
+                response=None,
+                chunk_size=self.chunk_size,
+                where=safe_url(url),
+                validator=validator,
             )
-            return self._restart(url, granule_id, deadline)
-        raise self.failure(response, url, deadline=deadline)
+        self.log.warning(
+            "range not satisfiable for the partial held; restarting from byte 0",
+            extra={"event": "hub_range_unsatisfiable", "granule_id": granule_id, "asked_offset": offset},
+        )
+        return self._restart(url, granule_id, deadline)
 
     def _restart(self, url: str, granule_id: str, deadline: float | None) -> ProductResponseStream:
         response = self.request("GET", url, granule_id=granule_id, deadline=deadline)

@@ -16,14 +16,15 @@ from s2_downloader.domain.errors import (
 from s2_downloader.domain.granule import TERMINAL_STATES, Granule, Lease, State
 from s2_downloader.domain.lifecycle import TRANSITIONS, apply
 from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, Reject, RetryLater, Transfer
-from s2_downloader.domain.ports import FileKey
+from s2_downloader.domain.ports import FileKey, Files
 from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.domain.retry import RetryPolicy
-from s2_downloader.domain.usecase import Files, Ports, handle
+from s2_downloader.domain.usecase import AttemptContext, handle
 
 __all__ = [
     "TERMINAL_STATES",
     "TRANSITIONS",
+    "AttemptContext",
     "BadRequest",
     "Defer",
     "Done",
@@ -38,7 +39,6 @@ __all__ = [
     "InvalidTransition",
     "Lease",
     "Outcome",
-    "Ports",
     "QueueError",
     "Reject",
     "RetryLater",

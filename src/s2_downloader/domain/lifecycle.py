@@ -1,15 +1,35 @@
 """The granule state machine: every legal transition in one table.
 
 ``apply(granule, event)`` returns the next granule or raises ``InvalidTransition``
-and changes nothing. Events that act under a lease carry the owner and are only
-legal for the lease's holder; a ``Claim`` may take over a lease that has expired.
+and changes nothing. The events of ``NEEDS_LEASE`` are only legal for the lease's
+holder; a ``Claim`` may take over a lease that has expired.
+
+To add an event, touch these places (mypy or a test names each one you miss):
+
+1. here: the event class, the ``Event`` union and ``__all__``; its rows in
+   ``TRANSITIONS``; whether it belongs in ``NEEDS_LEASE``; its case in ``_effect``
+   (what it changes besides the state; ``assert_never`` makes mypy name a missing case);
+2. ``adapters/postgres/updates.py``: the columns it sets in ``COLUMNS_SET`` (the
+   UPDATE's state, lease check and legacy flags come from ``TRANSITIONS`` and
+   ``NEEDS_LEASE``; a missing entry fails at import), and in
+   ``adapters/postgres/store.py`` its statement parameters (``_params``, a ``match``
+   ending in ``assert_never``);
+3. ``tests/granule_store_contract.py``: how to make it (``_MAKE_EVENT``) and whether the
+   machine draws it as an ending (``_ENDINGS``); ``tests/unit/test_lifecycle.py``: the
+   hand-written model's expectations;
+4. ``domain/usecase.py``: where it is recorded;
+5. the diagrams in ``README.md`` and ``docs/architecture.md``: paste ``mermaid_diagram()``;
+   their tests fail until you do.
+
+The in-memory stores (``adapters/memory_granules.py``, the unit tests' fake) apply events
+with ``apply`` and need nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, Protocol, TypeGuard, assert_never
 
 import attrs
 
@@ -17,6 +37,7 @@ from s2_downloader.domain.errors import InvalidTransition
 from s2_downloader.domain.granule import Granule, Lease, State
 
 __all__ = [
+    "NEEDS_LEASE",
     "TRANSITIONS",
     "Abandon",
     "Claim",
@@ -32,6 +53,7 @@ __all__ = [
     "Verify",
     "apply",
     "mermaid_diagram",
+    "needs_lease",
 ]
 
 
@@ -161,6 +183,13 @@ TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.VERIFIED, MarkUploadSent): State.VERIFIED,
 }
 
+#: Events only the lease's holder (their ``owner``) may record; a transition of any other
+#: event is legal whoever records it. ``Claim`` takes the lease (over an expired one too),
+#: and ``MarkUploadSent`` comes after the lease was let go.
+NEEDS_LEASE: Final[frozenset[type[Event]]] = frozenset(
+    {StartDownload, Heartbeat, Verify, CountFailure, Exhaust, GiveUp, Postpone, Abandon, Release}
+)
+
 
 def _claim(granule: Granule, event: Claim) -> Granule:
     lease = granule.lease
@@ -173,54 +202,41 @@ def _claim(granule: Granule, event: Claim) -> Granule:
     return attrs.evolve(granule, lease=Lease(owner=event.owner, expires_at=expires), first_attempt_at=first)
 
 
-def _heartbeat(granule: Granule, event: Heartbeat) -> Granule:
-    expires = event.now + dt.timedelta(seconds=event.lease_seconds)
-    return attrs.evolve(granule, lease=Lease(owner=event.owner, expires_at=expires))
+def _effect(granule: Granule, event: Event) -> Granule:
+    """What ``event`` changes besides the state; ``assert_never`` makes mypy name a missing event."""
+    match event:
+        case Claim():
+            return _claim(granule, event)
+        case Heartbeat(owner=owner, now=now, lease_seconds=seconds):
+            return attrs.evolve(
+                granule, lease=Lease(owner=owner, expires_at=now + dt.timedelta(seconds=seconds))
+            )
+        case Verify(checksum=checksum):
+            return attrs.evolve(granule, lease=None, checksum=checksum.lower(), last_error=None)
+        case CountFailure(error=error) | Exhaust(error=error):
+            return attrs.evolve(
+                granule, lease=None, download_retries=granule.download_retries + 1, last_error=error
+            )
+        case GiveUp(error=error) | Postpone(error=error) | Abandon(error=error):
+            return attrs.evolve(granule, lease=None, last_error=error)
+        case Release():
+            return attrs.evolve(granule, lease=None)
+        case StartDownload():
+            return granule
+        case MarkUploadSent():
+            return attrs.evolve(granule, upload_sent=True)
+        case _:
+            assert_never(event)
 
 
-def _verify(granule: Granule, event: Verify) -> Granule:
-    return attrs.evolve(granule, lease=None, checksum=event.checksum.lower(), last_error=None)
+class _ByOwner(Protocol):
+    @property
+    def owner(self) -> str: ...
 
 
-def _count(granule: Granule, event: CountFailure | Exhaust) -> Granule:
-    return attrs.evolve(
-        granule,
-        lease=None,
-        download_retries=granule.download_retries + 1,
-        last_error=event.error,
-    )
-
-
-def _postpone(granule: Granule, event: Postpone | GiveUp | Abandon) -> Granule:
-    return attrs.evolve(granule, lease=None, last_error=event.error)
-
-
-def _unchanged_but_lease(granule: Granule, event: StartDownload | Release) -> Granule:
-    if isinstance(event, Release):
-        return attrs.evolve(granule, lease=None)
-    return granule
-
-
-def _upload_sent(granule: Granule, event: MarkUploadSent) -> Granule:
-    del event
-    return attrs.evolve(granule, upload_sent=True)
-
-
-_Effect = Callable[[Granule, "Event"], Granule]
-
-_EFFECTS: Final[Mapping[type[Event], _Effect]] = {
-    Claim: _claim,  # type: ignore[dict-item]
-    StartDownload: _unchanged_but_lease,  # type: ignore[dict-item]
-    Heartbeat: _heartbeat,  # type: ignore[dict-item]
-    Verify: _verify,  # type: ignore[dict-item]
-    CountFailure: _count,  # type: ignore[dict-item]
-    Exhaust: _count,  # type: ignore[dict-item]
-    GiveUp: _postpone,  # type: ignore[dict-item]
-    Postpone: _postpone,  # type: ignore[dict-item]
-    Abandon: _postpone,  # type: ignore[dict-item]
-    Release: _unchanged_but_lease,  # type: ignore[dict-item]
-    MarkUploadSent: _upload_sent,  # type: ignore[dict-item]
-}
+def needs_lease(event: Event) -> TypeGuard[_ByOwner]:
+    """Whether only the lease's holder (``event.owner``) may record ``event``."""
+    return type(event) in NEEDS_LEASE
 
 
 def apply(granule: Granule, event: Event) -> Granule:
@@ -229,12 +245,11 @@ def apply(granule: Granule, event: Event) -> Granule:
     if target is None:
         msg = f"{type(event).__name__} is not allowed in state {granule.state.value} (granule {granule.id})"
         raise InvalidTransition(msg)
-    owner = getattr(event, "owner", None)
-    if owner is not None and not isinstance(event, Claim) and not granule.held_by(owner):
+    if needs_lease(event) and not granule.held_by(event.owner):
         holder = granule.lease.owner if granule.lease else "nobody"
-        msg = f"{type(event).__name__} by {owner} but granule {granule.id} is held by {holder}"
+        msg = f"{type(event).__name__} by {event.owner} but granule {granule.id} is held by {holder}"
         raise InvalidTransition(msg)
-    changed = _EFFECTS[type(event)](granule, event)
+    changed = _effect(granule, event)
     return attrs.evolve(changed, state=target)
 
 

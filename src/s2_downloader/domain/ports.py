@@ -17,6 +17,7 @@ __all__ = [
     "Cancellation",
     "Clock",
     "FileKey",
+    "Files",
     "FinalFiles",
     "GranuleStore",
     "Hub",
@@ -194,6 +195,10 @@ class FinalFiles(Protocol):
         upload is aborted) and, where the store deletes unverified products (EFS), the final file.
         """
         ...
+
+
+class Files(FinalFiles, PartialFiles, Protocol):
+    """The product store (an EFS mount or an S3 bucket): final products and data in progress."""
 
 
 class UploadQueue(Protocol):

@@ -10,7 +10,6 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Callable
-from typing import Protocol
 
 import attrs
 
@@ -28,27 +27,22 @@ from s2_downloader.domain.ports import (
     Cancellation,
     Clock,
     FileKey,
-    FinalFiles,
+    Files,
     GranuleStore,
     Hub,
     Partial,
-    PartialFiles,
     Progress,
     UploadQueue,
 )
 from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.domain.retry import MAX_DELAY_SECONDS, RetryPolicy
 
-__all__ = ["Files", "Ports", "handle"]
+__all__ = ["AttemptContext", "handle"]
 
 _log = logging.getLogger("s2_downloader.download")
 
 #: How often, as a share of the lease, a transfer renews its lease.
 _HEARTBEAT_SHARE = 1 / 3
-
-
-class Files(FinalFiles, PartialFiles, Protocol):
-    """The product store (an EFS mount or an S3 bucket): final products and data in progress."""
 
 
 class _Never:
@@ -65,8 +59,13 @@ class _Silent:
 
 
 @attrs.frozen(kw_only=True)
-class Ports:
-    """Everything ``handle`` talks to, and the few settings that shape an attempt."""
+class AttemptContext:
+    """What an attempt runs with: the ports ``handle`` talks through, and the settings that shape it.
+
+    The ports (the granule store, the hub, the files, the upload queue, the clock), the retry
+    policy, how owners are named and how long a lease lasts, and the attempt's cancellation
+    and progress display.
+    """
 
     granules: GranuleStore
     hub: Hub
@@ -80,23 +79,45 @@ class Ports:
     progress: Progress = attrs.field(factory=_Silent)
 
 
-def handle(request: DownloadRequest, ports: Ports) -> Outcome:
+def handle(request: DownloadRequest, context: AttemptContext) -> Outcome:
     """Take one download request as far as it can go now, and say what to do with its message."""
-    return _Attempt(request=request, ports=ports, owner=ports.new_owner()).run()
+    return _Attempt(request=request, ports=context, owner=context.new_owner()).run()
 
 
-class _Stopped(Exception):
-    """The transfer stopped on purpose (cancelled or lease lost); carries the outcome."""
+@attrs.frozen(kw_only=True)
+class _Filled:
+    """What streaming into the partial left: the bytes held, and how the stream ended.
 
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
+    Exactly one ending is set: ``digest`` (the body ran to its end), ``stopped`` (the
+    attempt stopped between chunks: cancelled, or the lease lost) or ``broken`` (the
+    hub failed, or time ran out).
+    """
+
+    resumed_from: int
+    held: int
+    #: Our monotonic clock when the stream started, for the transfer rate; ``None``: no stream.
+    started: float | None
+    digest: str | None = None
+    #: Whether ``digest`` is the checksum the product must have: compared once, as the stream ends.
+    matches: bool = False
+    stopped: Outcome | None = None
+    broken: HubError | DeadlineExceeded | None = None
+
+    @classmethod
+    def already_final(cls, checksum: str) -> _Filled:
+        """Nothing streamed: the final product already had the checksum."""
+        return cls(resumed_from=0, held=0, started=None, digest=checksum, matches=True)
+
+    @property
+    def transferred(self) -> int:
+        """Bytes this attempt added."""
+        return self.held - self.resumed_from
 
 
 @attrs.define
 class _Attempt:
     request: DownloadRequest
-    ports: Ports
+    ports: AttemptContext
     owner: str
     granule: Granule = attrs.field(init=False)
     _last_beat: float = attrs.field(init=False, default=0.0)
@@ -143,8 +164,6 @@ class _Attempt:
             return self._transfer()
         except HubError as exc:
             return self._hub_failure(exc)
-        except _Stopped as stop:
-            return stop.outcome
         except DeadlineExceeded as exc:
             return self._out_of_time(exc)
         except InvalidTransition as exc:
@@ -180,57 +199,85 @@ class _Attempt:
         return self.ports.hub.checksum(self.request.id, deadline=self.ports.cancellation.deadline()).lower()
 
     def _transfer(self) -> Outcome:
-        ports = self.ports
         checksum = self._checksum()
-        on_disk = ports.files.final_digest(self.key)
+        on_disk = self.ports.files.final_digest(self.key)
         if on_disk == checksum:
-            return self._verified(checksum, transferred=0, seconds=0.0, resumed_from=0)
+            return self._verified(checksum, _Filled.already_final(checksum))
+        self._clear_bad_final(checksum, on_disk)
+        try:
+            with self.ports.files.open_partial(self.key, checksum=checksum) as partial:
+                filled = self._fill(partial, checksum)
+                # Still holding the partial: no other attempt can write it until it is
+                # promoted or discarded.
+                filled = self._keep_or_drop(filled)
+        except PartialInUse as exc:
+            delay = max(1, min(MAX_DELAY_SECONDS, round(self.ports.lease_seconds / 3)))
+            # A writer that never lets go would otherwise defer the granule for ever.
+            return self._postpone(str(exc), delay, spends_budget=True)
+        return self._settle(filled, checksum)
+
+    def _clear_bad_final(self, checksum: str, on_disk: str | None) -> None:
         # Recorded before anything is removed: the update checks the lease, so a worker
         # that lost it stops here (InvalidTransition) and never deletes a file that the
         # new holder may just have verified.
-        self.granule = ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
+        self.granule = self.ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
         if on_disk is not None:
             _log.warning(
                 "final file does not match its checksum; set aside for a new download",
                 extra=self._extra("final_file_mismatch", expected=checksum, actual=on_disk),
             )
-            ports.files.discard_final(self.key)
-        started = ports.clock.monotonic()
-        self._last_beat = started
-        empty = False
-        try:
-            with ports.files.open_partial(self.key, checksum=checksum) as partial:
-                try:
-                    resumed_from = self._stream_into(partial)
-                finally:
-                    empty = partial.size == 0
-                digest = partial.hexdigest()
-                transferred = partial.size - resumed_from
-                # Still holding the partial: no other attempt can write it until it is
-                # promoted or discarded.
-                if digest != checksum:
-                    ports.files.discard_partial(self.key)
-                elif ports.granules.heartbeat(
-                    self.request.id, self.owner, ports.clock.now(), ports.lease_seconds
-                ):
-                    ports.files.promote(self.key)
-                else:
-                    return self._lease_lost()
-        except (HubError, DeadlineExceeded):
-            if empty:  # nothing to resume: leave no empty file behind
-                ports.files.discard_partial(self.key)
-            raise
-        except PartialInUse as exc:
-            delay = max(1, min(MAX_DELAY_SECONDS, round(ports.lease_seconds / 3)))
-            # A writer that never lets go would otherwise defer the granule for ever.
-            return self._postpone(str(exc), delay, spends_budget=True)
-        if digest != checksum:
-            detail = f"checksum mismatch: expected {checksum}, got {digest}"
-            return self._counted(FailureKind.CHECKSUM_MISMATCH, detail)
-        seconds = ports.clock.monotonic() - started
-        return self._verified(checksum, transferred=transferred, seconds=seconds, resumed_from=resumed_from)
+            self.ports.files.discard_final(self.key)
 
-    def _stream_into(self, partial: Partial) -> int:
+    def _fill(self, partial: Partial, checksum: str) -> _Filled:
+        """Stream the product into ``partial`` until it ends, breaks, or the attempt must stop."""
+        started = self.ports.clock.monotonic()
+        self._last_beat = started
+        resumed_from = partial.size
+        try:
+            streamed = self._stream_into(partial)
+        except (HubError, DeadlineExceeded) as exc:
+            return _Filled(resumed_from=resumed_from, held=partial.size, started=started, broken=exc)
+        if isinstance(streamed, int):
+            digest = partial.hexdigest()
+            return _Filled(
+                resumed_from=streamed,
+                held=partial.size,
+                started=started,
+                digest=digest,
+                matches=digest == checksum,
+            )
+        return _Filled(resumed_from=resumed_from, held=partial.size, started=started, stopped=streamed)
+
+    def _keep_or_drop(self, filled: _Filled) -> _Filled:
+        """Under the partial's lock: promote a complete match, drop a mismatch."""
+        ports = self.ports
+        if filled.digest is None:
+            return filled
+        if not filled.matches:
+            ports.files.discard_partial(self.key)
+            return filled
+        if ports.granules.heartbeat(self.request.id, self.owner, ports.clock.now(), ports.lease_seconds):
+            ports.files.promote(self.key)
+            return filled
+        return attrs.evolve(filled, stopped=self._lease_lost())
+
+    def _settle(self, filled: _Filled, checksum: str) -> Outcome:
+        """After the partial is closed: what the transfer comes to."""
+        if filled.stopped is not None:
+            return filled.stopped
+        if filled.broken is not None:
+            if filled.held == 0:  # nothing to resume: leave no empty file behind
+                self.ports.files.discard_partial(self.key)
+            if isinstance(filled.broken, DeadlineExceeded):
+                return self._out_of_time(filled.broken)
+            return self._hub_failure(filled.broken)
+        if not filled.matches:
+            detail = f"checksum mismatch: expected {checksum}, got {filled.digest}"
+            return self._counted(FailureKind.CHECKSUM_MISMATCH, detail)
+        return self._verified(checksum, filled)
+
+    def _stream_into(self, partial: Partial) -> int | Outcome:
+        """Where this attempt's bytes start once the body has run to its end, or why it stopped early."""
         ports = self.ports
         resumed_from = partial.size
         # Only held bytes need a validator: with it the hub answers from byte 0 when the
@@ -255,25 +302,29 @@ class _Attempt:
             for chunk in stream.chunks():
                 partial.write(chunk)
                 ports.progress.transferred(self.request.id, partial.size, total)
-                self._between_chunks()
+                stop = self._between_chunks()
+                if stop is not None:
+                    return stop
         if total is not None and partial.size != total:
             detail = f"body ended at byte {partial.size} of {total}"
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail)
         return resumed_from
 
-    def _between_chunks(self) -> None:
+    def _between_chunks(self) -> Outcome | None:
+        """``None`` to go on; else the outcome of stopping now (cancelled, or the lease lost)."""
         ports = self.ports
         if ports.cancellation.is_set():
             ports.granules.release(self.request.id, self.owner)
             _log.info("attempt cancelled; granule released", extra=self._extra("download_cancelled"))
-            raise _Stopped(Defer(delay_seconds=0, reason="cancelled"))
+            return Defer(delay_seconds=0, reason="cancelled")
         tick = ports.clock.monotonic()
         if tick - self._last_beat >= ports.lease_seconds * _HEARTBEAT_SHARE:
             self._last_beat = tick
             if not ports.granules.heartbeat(
                 self.request.id, self.owner, ports.clock.now(), ports.lease_seconds
             ):
-                raise _Stopped(self._lease_lost())
+                return self._lease_lost()
+        return None
 
     def _out_of_time(self, exc: DeadlineExceeded) -> Outcome:
         # Not the hub's fault and not counted: hand the granule back for a later attempt.
@@ -285,7 +336,9 @@ class _Attempt:
         _log.warning("lease lost to another worker; stopping", extra=self._extra("lease_lost"))
         return Defer(delay_seconds=1, reason="lease lost")
 
-    def _verified(self, checksum: str, *, transferred: int, seconds: float, resumed_from: int) -> Outcome:
+    def _verified(self, checksum: str, filled: _Filled) -> Outcome:
+        seconds = 0.0 if filled.started is None else self.ports.clock.monotonic() - filled.started
+        transferred = filled.transferred
         attempt = self.granule.download_retries + 1
         self.granule = self.ports.granules.record(
             self.request.id, lifecycle.Verify(owner=self.owner, checksum=checksum)
@@ -299,7 +352,7 @@ class _Attempt:
                 seconds=round(seconds, 3),
                 mb_per_s=round(mb_per_s, 1),
                 attempt=attempt,
-                resumed_from=resumed_from,
+                resumed_from=filled.resumed_from,
             ),
         )
         return self._announce(self.granule, "verified", Transfer(transferred=transferred, seconds=seconds))
@@ -321,7 +374,11 @@ class _Attempt:
         retries = self.granule.download_retries
         if exc.kind is FailureKind.OFFLINE:
             delay = MAX_DELAY_SECONDS
-        elif exc.kind is FailureKind.THROTTLED:
+        elif exc.kind is FailureKind.THROTTLED or (
+            exc.kind is FailureKind.UNAUTHORIZED and exc.retry_after is not None
+        ):
+            # An UNAUTHORIZED with a hint is the remembered refusal of our password: asking
+            # again before the hint ends would only be refused (or lock the account).
             delay = policy.throttled(exc.retry_after, retries)
         else:
             delay = policy.backoff(retries)

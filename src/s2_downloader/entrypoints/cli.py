@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo = sub.add_parser("demo", help="the whole pipeline on 127.0.0.1 with synthetic granules")
     demo.add_argument("--granules", type=_positive, default=24, help="how many granules (default 24)")
+    demo.add_argument(
+        "--store", choices=("efs", "s3"), default="efs", help="a directory (default) or a bucket on moto"
+    )
     return parser
 
 
@@ -122,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fetch_command(Settings.from_env(), args.id, directory=args.dir, filename=args.filename)
         from s2_downloader.testing.demo import run_demo  # noqa: PLC0415 - the demo's stack is optional
 
-        return run_demo(granules=args.granules)
+        return run_demo(granules=args.granules, store=args.store)
     except KeyboardInterrupt:
         print("s2-downloader: interrupted", file=sys.stderr)  # noqa: T201
         return 1

@@ -15,7 +15,7 @@ import attrs
 
 from s2_downloader.adapters.sqs import MAX_DELAY_SECONDS
 from s2_downloader.adapters.wire import parse_download_message
-from s2_downloader.domain import Defer, Done, Failed, Outcome, Ports, Reject, RetryLater, handle
+from s2_downloader.domain import AttemptContext, Defer, Done, Failed, Outcome, Reject, RetryLater, handle
 from s2_downloader.domain.errors import BadRequest, FileStoreError, QueueError, StoreError
 
 __all__ = [
@@ -80,7 +80,7 @@ Action = Delete | Resend | HandBack | LeaveForRedrive
 
 
 def outcome_for(
-    body: str, ports: Ports, check_url: Callable[[str], object], *, message_id: str = ""
+    body: str, ports: AttemptContext, check_url: Callable[[str], object], *, message_id: str = ""
 ) -> Result:
     """Parse ``body`` and run the use case on it.
 

@@ -42,7 +42,7 @@ from s2_downloader.adapters.hub import CdseHub, DhusHub
 from s2_downloader.adapters.hub_http import HubHttp
 from s2_downloader.adapters.memory_granules import MemoryGranuleStore
 from s2_downloader.adapters.urls import check_url
-from s2_downloader.domain import Defer, Done, Failed, Granule, Ports, RetryLater, RetryPolicy, handle
+from s2_downloader.domain import AttemptContext, Defer, Done, Failed, Granule, RetryLater, RetryPolicy, handle
 from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
 from s2_downloader.domain.ports import FileKey
 from s2_downloader.domain.request import DownloadRequest, validate_filename, validate_id
@@ -207,7 +207,7 @@ class _Fetch:
         granules = MemoryGranuleStore()
         granules.add(Granule(id=self.request.id, filename=self.request.filename))
         settings = self.settings
-        ports = Ports(
+        ports = AttemptContext(
             granules=granules,
             hub=self.hub,
             files=files,

@@ -27,7 +27,7 @@ import attrs
 
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
 from s2_downloader.adapters.sqs import queue_url_of_arn
-from s2_downloader.domain import Ports
+from s2_downloader.domain import AttemptContext
 from s2_downloader.domain.errors import QueueError, S2DownloaderError
 from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.dispatch import (
@@ -198,7 +198,7 @@ def process_batch(
     event: Mapping[str, Any],
     context: LambdaContext,
     *,
-    ports: Ports,
+    ports: AttemptContext,
     requeue: Requeue,
     check_url: Callable[[str], object],
     margin_seconds: float = LAMBDA_STOP_MARGIN_SECONDS,
@@ -296,7 +296,7 @@ def _requeue_all(records: Sequence[Mapping[str, Any]], requeue: Requeue, delay: 
 def _handle_record(
     record: Mapping[str, Any],
     message_id: str,
-    ports: Ports,
+    ports: AttemptContext,
     check_url: Callable[[str], object],
 ) -> Result | None:
     """The record's result, or None when handling it raised (a bug: logged with its trace)."""

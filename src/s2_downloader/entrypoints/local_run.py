@@ -31,6 +31,7 @@ from s2_downloader.entrypoints.sweep import sweep_mount
 from s2_downloader.entrypoints.wiring import Container, build, check_not_fifo
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
 
 __all__ = ["STOP_SIGNALS", "run_locally", "stop_on_signals"]
@@ -128,16 +129,21 @@ def run_locally(
     interactive: bool | None = None,
     metrics: Metrics | None = None,
     sqs: SQSClient | None = None,
+    s3: S3Client | None = None,
 ) -> int:
     """Run the runner on ``settings`` until stopped (or, ``until_empty``, the queue is empty); exit code.
 
     ``interactive``: a live board on stderr (default: when stderr is a terminal), else JSON
     log lines. ``metrics``: where the runner reports (``run --metrics``: EMF records on
-    stdout). ``sqs``: the SQS client (default: boto3's, from the process's AWS configuration).
+    stdout). ``sqs``, ``s3``: the clients (default: boto3's, from the process's AWS configuration).
     """
     output = _output(interactive=sys.stderr.isatty() if interactive is None else interactive)
     container = build(
-        settings, concurrency=concurrency, metrics=NullMetrics() if metrics is None else metrics, sqs=sqs
+        settings,
+        concurrency=concurrency,
+        metrics=NullMetrics() if metrics is None else metrics,
+        sqs=sqs,
+        s3=s3,
     )
     try:
         check_not_fifo(container.queues)

@@ -14,7 +14,7 @@ import attrs
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
 from s2_downloader.adapters.sqs import QueueCounts, ReceiptExpired, ReceivedMessage
 from s2_downloader.adapters.wire import peek_granule_id
-from s2_downloader.domain import Outcome, Ports
+from s2_downloader.domain import AttemptContext, Outcome
 from s2_downloader.domain.errors import QueueError
 from s2_downloader.entrypoints.dispatch import (
     Delete,
@@ -125,7 +125,7 @@ class Runner:
     """Receives, hands each message to a worker thread, keeps its visibility alive, maps outcomes."""
 
     queue: MessageQueue
-    ports: Ports
+    ports: AttemptContext
     check_url: Callable[[str], object]
     settings: RunnerSettings = attrs.field(factory=RunnerSettings)
     board: ProgressBoard = attrs.field(factory=ProgressBoard)

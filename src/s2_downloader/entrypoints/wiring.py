@@ -29,7 +29,7 @@ from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
 from s2_downloader.adapters.s3 import S3Store
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, SsmTokens, hls_token_parameter, ssm_client
-from s2_downloader.domain import Ports, RetryPolicy
+from s2_downloader.domain import AttemptContext, RetryPolicy
 from s2_downloader.domain.errors import FileStoreError
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
 
@@ -282,7 +282,7 @@ class Container:
     files: EfsFileStore | S3Store
     download_queue: SqsQueue
     uploads: SqsUploadQueue | NoUploads
-    ports: Ports
+    ports: AttemptContext
     metrics: Metrics = attrs.field(factory=NullMetrics)
 
     @property
@@ -357,7 +357,7 @@ def build(
         if settings.upload_queue_url is None
         else SqsUploadQueue(queue=SqsQueue(client=sqs, url=settings.upload_queue_url))
     )
-    ports = Ports(
+    ports = AttemptContext(
         granules=granules,
         hub=hub,
         files=files,

@@ -1,14 +1,16 @@
-"""The throwaway stack: PostgreSQL, an SQS endpoint, the hub simulator and an EFS directory.
+"""The throwaway stack: PostgreSQL, moto's server (SQS and S3), the hub simulator, an EFS directory.
 
 ``Services`` are the long-lived servers (one per test session, or per demo). A
-``Pipeline`` is one isolated deployment on them: its own database, queues and mount
-directory, with the environment a runner needs. Shared by the integration tests, the
+``Pipeline`` is one isolated deployment on them: its own database, queues, bucket and
+mount directory, with the environment a runner needs for the store it is given
+(``store="efs"``, the default, or ``"s3"``). Shared by the integration tests, the
 benchmarks and ``s2-downloader demo``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 import shutil
@@ -16,29 +18,37 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import attrs
 import psycopg
 import psycopg.rows
 
 from s2_downloader.adapters.postgres import migrate
+from s2_downloader.entrypoints.config import S3_KEY_TEMPLATE, s3_key
 from s2_downloader.testing.hubsim import Fault, HubSimulator, SimProduct
 from s2_downloader.testing.postgres import SeedGranule, ThrowawayPostgres, seed_granules
-from s2_downloader.testing.sqs import QueueSet, ThrowawaySqs
+from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
+from s2_downloader.testing.sqs import QueueSet
 
-__all__ = ["Pipeline", "Services"]
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+__all__ = ["Pipeline", "Services", "StoredObject"]
+
+Store = Literal["efs", "s3"]
 
 
 @attrs.define
 class Services:
-    """PostgreSQL, moto's SQS server and the hub simulator, all on 127.0.0.1; a context manager."""
+    """PostgreSQL, moto's server (SQS and S3) and the hub simulator, all on 127.0.0.1; a context manager."""
 
     hub_rate_limit: float | None = None
     hub_username: str = "sim-user"
     hub_password: str = attrs.field(factory=lambda: secrets.token_urlsafe(12), repr=False)
     postgres: ThrowawayPostgres = attrs.field(init=False, factory=ThrowawayPostgres)
-    sqs: ThrowawaySqs = attrs.field(init=False, factory=ThrowawaySqs)
+    #: One moto server for both: ``sqs`` (its SQS clients, queues) and ``s3`` (the same server).
+    sqs: ThrowawayS3 = attrs.field(init=False, factory=ThrowawayS3)
     hub: HubSimulator = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -68,6 +78,11 @@ class Services:
             with contextlib.suppress(Exception):
                 stop()
 
+    @property
+    def s3(self) -> ThrowawayS3:
+        """moto's server, for its S3 side (the same process as ``sqs``)."""
+        return self.sqs
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -80,17 +95,26 @@ class Services:
         self,
         *,
         hub_api: Literal["dhus", "cdse"] = "dhus",
+        store: Store = "efs",
+        upload_queue: bool | None = None,
         efs_dir: Path | None = None,
         visibility_timeout: int = 30,
         max_receive_count: int = 3,
     ) -> Pipeline:
-        """A fresh, migrated database, a fresh set of queues and an empty mount directory."""
-        name = f"s2dl_{secrets.token_hex(4)}"
+        """A fresh, migrated database, a fresh set of queues, an empty bucket and an empty mount directory.
+
+        ``store``: which store ``Pipeline.env`` configures (``"efs"`` or ``"s3"``).
+        ``upload_queue``: whether it names the upload queue (default: with EFS only).
+        """
+        token = secrets.token_hex(4)
+        name = f"s2dl_{token}"
         database_url = self.postgres.create_database(name)
         migrate(database_url)
         queues = self.sqs.create_queues(
             name, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
         )
+        # Bucket names allow neither "_" nor capitals.
+        bucket = create_bucket(self.s3.client_s3(), f"s2dl-{token}")
         owns_dir = efs_dir is None
         mount = Path(tempfile.mkdtemp(prefix="s2dl-efs-")) if efs_dir is None else efs_dir
         mount.mkdir(parents=True, exist_ok=True)
@@ -100,9 +124,24 @@ class Services:
             database_url=database_url,
             queues=queues,
             efs_dir=mount,
+            bucket=bucket,
             hub_api=hub_api,
+            store=store,
+            upload_queue=upload_queue,
             owns_dir=owns_dir,
         )
+
+
+@attrs.frozen(kw_only=True)
+class StoredObject:
+    """An object in a pipeline's bucket, as HeadObject and a read of its body show it."""
+
+    key: str
+    size: int
+    #: The MD5 of the body's bytes, computed here as they are read.
+    md5: str
+    etag: str
+    metadata: dict[str, str]
 
 
 @attrs.define
@@ -114,7 +153,11 @@ class Pipeline:
     database_url: str
     queues: QueueSet
     efs_dir: Path
+    bucket: str = ""
     hub_api: Literal["dhus", "cdse"] = "dhus"
+    store: Store = "efs"
+    #: Whether ``env`` sets TO_UPLOAD_SQS_QUEUE_URL; ``None``: with the EFS store only.
+    upload_queue: bool | None = None
     owns_dir: bool = True
 
     @property
@@ -123,14 +166,31 @@ class Pipeline:
         return self.services.hub
 
     def env(self, **overrides: str) -> dict[str, str]:
-        """The environment ``s2-downloader run`` needs to work on this pipeline."""
+        """The environment ``s2-downloader run`` needs to work on this pipeline.
+
+        The pipeline's ``store``: ``"efs"`` sets ``EFS_MOUNT_DIR``; ``"s3"`` sets ``STORE=s3``,
+        ``UPLOAD_BUCKET`` and moto's S3 endpoint. ``TO_UPLOAD_SQS_QUEUE_URL`` is set when
+        ``upload_queue`` says so (by default with EFS only, as HLS runs the S3 store today).
+        ``overrides`` win over everything.
+        """
         hub = self.hub
+        chosen = self.store
+        announce = chosen == "efs" if self.upload_queue is None else self.upload_queue
+        where: dict[str, str] = (
+            {"EFS_MOUNT_DIR": str(self.efs_dir)}
+            if chosen == "efs"
+            else {
+                "STORE": "s3",
+                "UPLOAD_BUCKET": self.bucket,
+                "AWS_ENDPOINT_URL_S3": self.services.s3.endpoint_url,
+            }
+        )
         env = {
             **self.services.sqs.env(),
+            **where,
+            **({"TO_UPLOAD_SQS_QUEUE_URL": self.queues.upload_url} if announce else {}),
             "DATABASE_URL": self.database_url,
             "TO_DOWNLOAD_SQS_QUEUE_URL": self.queues.download_url,
-            "TO_UPLOAD_SQS_QUEUE_URL": self.queues.upload_url,
-            "EFS_MOUNT_DIR": str(self.efs_dir),
             "HUB_API": self.hub_api,
             "SCIHUB_URL": hub.base_url,
             "SCIHUB_USERNAME": self.services.hub_username,
@@ -203,6 +263,67 @@ class Pipeline:
         """Where a verified product lands (EFS store: under the message's filename)."""
         return self.efs_dir / product_id / self.filename(product_id)
 
+    # -- the bucket (S3 store) ---------------------------------------------------------
+
+    def s3_client(self) -> S3Client:
+        """A new S3 client for moto's server."""
+        return self.services.s3.client_s3()
+
+    def object_key(self, product_id: str, template: str = S3_KEY_TEMPLATE) -> str:
+        """Where a verified product lands (S3 store): the key ``template`` gives (HLS's ``{stem}.zip``)."""
+        return s3_key(template, product_id, self.filename(product_id))
+
+    def object_keys(self) -> list[str]:
+        """Every key in the bucket, sorted."""
+        keys: list[str] = []
+        for page in self.s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            keys += [item["Key"] for item in page.get("Contents", [])]
+        return sorted(keys)
+
+    def stored_object(self, key: str) -> StoredObject | None:
+        """The object at ``key`` with the MD5 of its body (streamed), or ``None`` when there is none."""
+        client = self.s3_client()
+        try:
+            got = client.get_object(Bucket=self.bucket, Key=key)
+        except client.exceptions.NoSuchKey:
+            return None
+        digest = hashlib.md5(usedforsecurity=False)
+        body = got["Body"]
+        try:
+            while chunk := body.read(1 << 20):
+                digest.update(chunk)
+        finally:
+            body.close()
+        return StoredObject(
+            key=key,
+            size=got["ContentLength"],
+            md5=digest.hexdigest(),
+            etag=got["ETag"].strip('"'),
+            metadata=dict(got.get("Metadata", {})),
+        )
+
+    def open_uploads(self) -> list[tuple[str, str]]:
+        """Every multipart upload the bucket holds, as (key, upload id)."""
+        uploads: list[tuple[str, str]] = []
+        for page in self.s3_client().get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+            uploads += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+        return uploads
+
+    def store_upload(self, product_id: str) -> dict[str, Any] | None:
+        """The granule row's record of its upload in progress (``store_upload``), or ``None``."""
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute("SELECT store_upload FROM granule WHERE id = %s", (product_id,)).fetchone()
+        return None if row is None or row[0] is None else dict(row[0])
+
+    def _empty_bucket(self) -> None:
+        # moto keeps every byte until the bucket goes: a benchmark's 512 MiB objects add up.
+        client = self.s3_client()
+        for key, upload_id in self.open_uploads():
+            client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        for key in self.object_keys():
+            client.delete_object(Bucket=self.bucket, Key=key)
+        client.delete_bucket(Bucket=self.bucket)
+
     def rows(self) -> dict[str, dict[str, Any]]:
         """The granule table as the downloader leaves it, keyed by id."""
         with (
@@ -226,9 +347,11 @@ class Pipeline:
         return bodies
 
     def close(self) -> None:
-        """Drop the database and queues; remove the mount directory if this pipeline made it."""
+        """Drop the database, queues and bucket; remove the mount directory if this pipeline made it."""
         with contextlib.suppress(Exception):
             self.services.sqs.delete_queues(self.queues)
+        with contextlib.suppress(Exception):
+            self._empty_bucket()
         with contextlib.suppress(Exception):
             self.services.postgres.drop_database(self.database_name)
         if self.owns_dir:
