@@ -155,6 +155,7 @@ def test_an_accepted_cdse_link_is_on_a_cdse_host(url: str) -> None:
 
 @given(st.lists(st.sampled_from([*_FRAGMENTS, "//", "\\\\", "/\\", "https:", "http:"]), max_size=7))
 @example(["//", "evil.example"])
+@example(["//", "[::1"])
 @example(["\\\\", "evil.example"])
 @example(["/\\", "evil.example"])
 @example(["\t", "//", "evil.example"])

@@ -140,7 +140,10 @@ def check_redirect(base: str, location: str) -> tuple[str, Origin]:
         raise BadRequest(f"Location of {len(location)} characters refused: longer than {MAX_URL_LENGTH}")
     if why := _forbidden_character(location):
         raise _refuse(location, why)
-    target = urllib.parse.urljoin(base, location)
+    try:
+        target = urllib.parse.urljoin(base, location)
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
+        raise _refuse(location, f"unreadable ({exc})") from exc
     return target, check_url(target)
 
 
