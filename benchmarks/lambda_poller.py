@@ -25,6 +25,7 @@ from typing import Any
 import boto3
 
 from s2_downloader.entrypoints import lambda_handler
+from s2_downloader.testing.lambda_runtime import sqs_event
 
 __all__ = ["main"]
 
@@ -43,25 +44,6 @@ class _Context:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-def _event(messages: list[Any], arn: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
 
 
 def _empty(client: Any, url: str) -> bool:
@@ -105,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         empty_readings = 0
         started = time.monotonic()
         try:
-            response = lambda_handler.handler(_event(messages, arn), _Context(args.timeout))
+            response = lambda_handler.handler(sqs_event(messages, arn), _Context(args.timeout))
         except Exception as exc:  # noqa: BLE001 - what Lambda records as an Errors datapoint
             print(json.dumps({"records": len(messages), "error": type(exc).__name__}), flush=True)
             continue

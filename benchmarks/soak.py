@@ -360,8 +360,9 @@ def check(services: Services, pipeline: Pipeline, scripts: list[Script], md5s: d
 # -- the run ------------------------------------------------------------------------------
 
 
-def _chaos(fleet: Fleet, services: Services, rng: random.Random, kill_at: float, restart_at: float) -> None:
-    for at, action in sorted([(kill_at, "kill"), (restart_at, "restart")]):
+def run_chaos(fleet: Fleet, services: Services, rng: random.Random, moments: list[tuple[float, str]]) -> None:
+    """At each (seconds, action) moment: "kill" a runner with SIGKILL, or "restart" PostgreSQL."""
+    for at, action in sorted(moments):
         delay = fleet.t0 + at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -396,7 +397,10 @@ def run_soak(seed: int, granules: int, out: Path) -> bool:
         fleet.start()
         fleet.start()
         chaos = threading.Thread(
-            target=_chaos, args=(fleet, services, rng, kill_at, restart_at), name="chaos", daemon=True
+            target=run_chaos,
+            args=(fleet, services, rng, [(kill_at, "kill"), (restart_at, "restart")]),
+            name="chaos",
+            daemon=True,
         )
         chaos.start()
         timed_out = False

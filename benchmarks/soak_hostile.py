@@ -38,7 +38,7 @@ import attrs
 
 from benchmarks.report import Machine, render, table
 from benchmarks.report import Section as DocSection
-from benchmarks.soak import Check, Fleet, _md5
+from benchmarks.soak import Check, Fleet, _md5, run_chaos
 from benchmarks.stack import bench_services, cli_env, log_events, remote_hub
 from s2_downloader.testing.hubsim import Fault
 from s2_downloader.testing.stack import Pipeline, Services
@@ -430,19 +430,6 @@ def check(
 # -- the run ------------------------------------------------------------------------------
 
 
-def _chaos(fleet: Fleet, services: Services, rng: random.Random, moments: list[tuple[float, str]]) -> None:
-    for at, action in sorted(moments):
-        delay = fleet.t0 + at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        if action == "kill":
-            fleet.kill_one(rng)
-        else:
-            fleet.note("PostgreSQL restart begins")
-            services.postgres.restart()
-            fleet.note("PostgreSQL restart done")
-
-
 def _send_all(pipeline: Pipeline, bodies: list[str]) -> None:
     client = pipeline.services.sqs.client()
     for start in range(0, len(bodies), 10):
@@ -507,7 +494,7 @@ def run_soak(seed: int, granules: int, hostile_count: int, out: Path) -> bool:
         function = LambdaProcess.start(pipeline, logs)
         fleet.note("Lambda poller started")
         chaos = threading.Thread(
-            target=_chaos, args=(fleet, services, rng, moments), name="chaos", daemon=True
+            target=run_chaos, args=(fleet, services, rng, moments), name="chaos", daemon=True
         )
         chaos.start()
         timed_out = False

@@ -14,6 +14,7 @@ from s2_downloader.entrypoints import lambda_handler
 from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.wiring import Container, build
 from s2_downloader.testing.hubsim import Fault
+from s2_downloader.testing.lambda_runtime import sqs_event
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import assert_verified, rows, upload_bodies
 
@@ -66,22 +67,7 @@ def _event(pipeline: Pipeline, expected: int) -> dict[str, Any]:
     assert expected == len(messages), (
         f"{len(messages)} of {expected} messages arrived in {_RECEIVE_SECONDS} s"
     )
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": m.get("MessageAttributes", {}),
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
+    return sqs_event(messages, arn)
 
 
 def _acknowledge(

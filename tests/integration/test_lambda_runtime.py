@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from s2_downloader.testing.hubsim import Fault
-from s2_downloader.testing.lambda_runtime import Function, Invocation, RuntimeApi, start_function
+from s2_downloader.testing.lambda_runtime import Function, Invocation, RuntimeApi, sqs_event, start_function
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import assert_verified, rows
 
@@ -79,22 +79,7 @@ def _deliver(
         "Attributes"
     ]["QueueArn"]
     messages = _receive(pipeline, batch_size)
-    event = {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
+    event = sqs_event(messages, arn)
     result = api.invoke(event, timeout_seconds=900, wait_seconds=120, process=function.process)
     if result.outcome == "error":
         return result  # the mapping deletes nothing: every message comes back after its visibility timeout

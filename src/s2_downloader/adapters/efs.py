@@ -39,7 +39,7 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -51,7 +51,15 @@ from s2_downloader.domain.request import validate_filename, validate_id
 if TYPE_CHECKING:
     from s2_downloader.domain.ports import FileKey
 
-__all__ = ["PARTIAL_SUFFIX", "EfsFileStore", "EfsPartial", "partial_name"]
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "EfsFileStore",
+    "EfsPartial",
+    "Scan",
+    "close_scan",
+    "partial_name",
+    "sweep_directory",
+]
 
 #: Partial files are ``.<filename>`` plus this suffix.
 PARTIAL_SUFFIX: Final = ".partial"
@@ -100,6 +108,39 @@ def _valid_validator(text: str) -> bool:
 
 def _is_partial_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(PARTIAL_SUFFIX) and len(name) > len(PARTIAL_SUFFIX) + 1
+
+
+#: Lists a directory (``os.scandir``; tests pass their own).
+Scan = Callable[[str], Iterator[os.DirEntry[str]]]
+
+
+def sweep_directory(path: str, cutoff: float, *, scan: Scan = os.scandir) -> int:
+    """Remove the partial files in ``path`` last written before ``cutoff`` (epoch seconds).
+
+    Never follows a symlink and never touches a final file; raises ``OSError``.
+    """
+    removed = 0
+    entries = scan(path)
+    try:
+        for entry in entries:
+            if not (_is_partial_name(entry.name) and entry.is_file(follow_symlinks=False)):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # removed while we looked
+    finally:
+        close_scan(entries)
+    return removed
+
+
+def close_scan(entries: Iterator[os.DirEntry[str]] | None) -> None:
+    # A scandir iterator holds a file descriptor until closed; a test's plain iterator has no close.
+    close = getattr(entries, "close", None)
+    if close is not None:
+        close()
 
 
 def _error(action: str, path: Path | str, exc: OSError) -> FileStoreError:
@@ -524,22 +565,11 @@ class EfsFileStore:
             raise _error("list", self.mount, exc) from exc
         for granule in granules:
             try:
-                entries = list(os.scandir(granule.path))
+                removed += sweep_directory(granule.path, cutoff)
             except FileNotFoundError:
                 continue  # removed while we looked
             except OSError as exc:
-                raise _error("list", granule.path, exc) from exc
-            for entry in entries:
-                if not (_is_partial_name(entry.name) and entry.is_file(follow_symlinks=False)):
-                    continue
-                try:
-                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                        os.unlink(entry.path)
-                        removed += 1
-                except FileNotFoundError:
-                    continue  # removed while we looked
-                except OSError as exc:
-                    raise _error("remove", entry.path, exc) from exc
+                raise _error("sweep", granule.path, exc) from exc
         return removed
 
     @classmethod

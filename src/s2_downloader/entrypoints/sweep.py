@@ -19,7 +19,7 @@ from typing import Final
 
 import attrs
 
-from s2_downloader.adapters.efs import PARTIAL_SUFFIX
+from s2_downloader.adapters.efs import Scan, close_scan, sweep_directory
 
 __all__ = ["STALE_PARTIAL_SECONDS", "PartialSweep", "sweep_directory", "sweep_mount"]
 
@@ -27,41 +27,6 @@ _log = logging.getLogger("s2_downloader.sweep")
 
 #: Partial files untouched this long belong to nobody.
 STALE_PARTIAL_SECONDS: Final = 24 * 3600
-
-Scan = Callable[[str], Iterator[os.DirEntry[str]]]
-
-
-def _is_partial_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX) and len(name) > len(PARTIAL_SUFFIX) + 1
-
-
-def sweep_directory(path: str, cutoff: float, *, scan: Scan = os.scandir) -> int:
-    """Remove the partial files in ``path`` last written before ``cutoff`` (epoch seconds).
-
-    Never follows a symlink and never touches a final file; raises ``OSError``.
-    """
-    removed = 0
-    entries = scan(path)
-    try:
-        for entry in entries:
-            if not (_is_partial_name(entry.name) and entry.is_file(follow_symlinks=False)):
-                continue
-            try:
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                continue  # removed while we looked
-    finally:
-        _close(entries)
-    return removed
-
-
-def _close(entries: Iterator[os.DirEntry[str]] | None) -> None:
-    # A scandir iterator holds a file descriptor until closed; a test's plain iterator has no close.
-    close = getattr(entries, "close", None)
-    if close is not None:
-        close()
 
 
 def _skip(path: str, exc: OSError) -> None:
@@ -94,7 +59,7 @@ def sweep_mount(
         _skip(mount, exc)
         return 0
     finally:
-        _close(entries)
+        close_scan(entries)
     for path in directories:
         try:
             removed += sweep_directory(path, cutoff, scan=scan)
@@ -149,4 +114,4 @@ class PartialSweep:
 
     def _close(self) -> None:
         entries, self._entries = self._entries, None
-        _close(entries)
+        close_scan(entries)

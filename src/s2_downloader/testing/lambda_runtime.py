@@ -29,13 +29,21 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Final, Literal, Self
 
 import attrs
 
-__all__ = ["FUNCTION_ARN", "Function", "Invocation", "RuntimeApi", "RuntimeApiError", "start_function"]
+__all__ = [
+    "FUNCTION_ARN",
+    "Function",
+    "Invocation",
+    "RuntimeApi",
+    "RuntimeApiError",
+    "sqs_event",
+    "start_function",
+]
 
 #: The ARN the invocations claim to be for.
 FUNCTION_ARN: Final = "arn:aws:lambda:us-east-1:123456789012:function:s2-downloader"
@@ -43,6 +51,26 @@ _PREFIX: Final = "/2018-06-01/runtime"
 _RESULT = re.compile(r"/2018-06-01/runtime/invocation/([A-Za-z0-9-]{1,64})/(response|error)")
 _POLL_SECONDS: Final = 0.1
 _MAX_BODY: Final = 6 * 1024 * 1024
+
+
+def sqs_event(messages: Sequence[Mapping[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event the SQS event source mapping builds from ``ReceiveMessage``'s ``messages``."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": queue_arn.split(":")[3] if queue_arn.count(":") >= 5 else "us-east-1",
+            }
+            for m in messages
+        ]
+    }
 
 
 class RuntimeApiError(RuntimeError):
