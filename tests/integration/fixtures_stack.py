@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from s2_downloader.testing.stack import Pipeline, Services
+from s2_downloader.testing.stack import Pipeline, S3Server, Services
 
 __all__ = ["pipeline", "s3_pipeline", "services"]
 
@@ -37,10 +37,15 @@ def pipeline(services: Services) -> Iterator[Pipeline]:
     services.hub.token_lifetime = 600.0
 
 
-@pytest.fixture
-def s3_pipeline(services: Services) -> Iterator[Pipeline]:
-    """A fresh pipeline whose environment chooses the S3 store (no upload queue, as HLS today)."""
-    with services.pipeline(store="s3", visibility_timeout=5, max_receive_count=4) as made:
+@pytest.fixture(params=["moto", "seaweedfs"])
+def s3_pipeline(services: Services, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    """A fresh pipeline choosing the S3 store (no upload queue, as HLS today), on each S3 server.
+
+    moto is lenient (any part size, a wrong Content-MD5 accepted); SeaweedFS holds S3's rules,
+    so every test that passes on both holds the stricter reading.
+    """
+    server: S3Server = request.param
+    with services.pipeline(store="s3", s3_server=server, visibility_timeout=5, max_receive_count=4) as made:
         yield made
     services.hub.rate_limit = None
 

@@ -1,6 +1,7 @@
 """``s2-downloader demo``: the whole pipeline on 127.0.0.1, no cloud account, no set-up.
 
-``--store s3`` runs the same granules into a bucket on moto's server instead of a directory.
+``--store s3`` runs the same granules into a bucket on SeaweedFS (a real S3 server) instead of a
+directory.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def _where(pipeline: Pipeline, files: Path, store: Literal["efs", "s3"], ids: li
         return sum(1 for gid in ids if (files / gid / f"{gid}.zip").exists()), f"files: {files}"
     keys = set(pipeline.object_keys())
     present = sum(1 for gid in ids if pipeline.object_key(gid) in keys)
-    endpoint = pipeline.services.s3.endpoint_url
+    endpoint = pipeline.services.s3_server(pipeline.s3_server).endpoint_url
     sample = ", ".join(sorted(keys)[:3]) + (", ..." if len(keys) > 3 else "")
     return present, (
-        f"objects: s3://{pipeline.bucket}/ on moto at {endpoint} ({len(keys)} objects: {sample}; "
+        f"objects: s3://{pipeline.bucket}/ on SeaweedFS at {endpoint} ({len(keys)} objects: {sample}; "
         "gone with the demo's servers)"
     )
 
@@ -58,15 +59,22 @@ def _where(pipeline: Pipeline, files: Path, store: Literal["efs", "s3"], ids: li
 def run_demo(*, granules: int = 24, store: Literal["efs", "s3"] = "efs") -> int:
     """Start the stack, seed ``granules`` synthetic products, run the runner until empty, summarise.
 
-    ``store``: where verified products go, a directory (``efs``) or a bucket on moto (``s3``).
+    ``store``: where verified products go, a directory (``efs``) or a bucket on SeaweedFS (``s3``).
     """
     files = Path(tempfile.mkdtemp(prefix="s2-downloader-demo-"))
-    servers = "an SQS endpoint" if store == "efs" else "an SQS and S3 endpoint"
+    servers = "an SQS endpoint" if store == "efs" else "an SQS endpoint, SeaweedFS for S3"
     _say(f"s2-downloader demo: starting PostgreSQL, {servers} and a hub simulator on 127.0.0.1 ...")
     started = time.monotonic()
     with (
         Services(hub_rate_limit=20e6) as services,
-        services.pipeline(efs_dir=files, store=store, visibility_timeout=30, max_receive_count=3) as pipeline,
+        services.pipeline(
+            efs_dir=files,
+            store=store,
+            # The S3 store runs against a real S3 server; moto is only the queues' endpoint then.
+            s3_server="seaweedfs" if store == "s3" else "moto",
+            visibility_timeout=30,
+            max_receive_count=3,
+        ) as pipeline,
     ):
         plan = [(f"S2DEMO{i:03d}", _SIZES[i % len(_SIZES)] * _MIB) for i in range(granules)]
         products = pipeline.seed(plan, faults={gid: _faults(i) for i, (gid, _) in enumerate(plan)})
@@ -81,7 +89,7 @@ def run_demo(*, granules: int = 24, store: Literal["efs", "s3"] = "efs") -> int:
         env = pipeline.env(MAX_DOWNLOAD_RETRIES="2", LEASE_SECONDS="60")
         settings = Settings.from_env(env)
         sqs = services.sqs.client()
-        s3 = services.s3.client_s3() if store == "s3" else None
+        s3 = pipeline.s3_client() if store == "s3" else None
         code = run_locally(settings, concurrency=15, until_empty=True, sqs=sqs, s3=s3)
         pool = open_pool(pipeline.database_url, max_size=1)
         try:

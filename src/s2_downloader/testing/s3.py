@@ -40,6 +40,9 @@ def s3_client(endpoint_url: str) -> S3Client:
         retries={"mode": "standard", "max_attempts": 3},
         s3={"addressing_style": "path"},
         proxies={},
+        # As production's client (entrypoints/wiring.py): no CRC trailers the servers may not know.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 

@@ -1,10 +1,10 @@
-"""The throwaway stack: PostgreSQL, moto's server (SQS and S3), the hub simulator, an EFS directory.
+"""The throwaway stack: PostgreSQL, moto's server (SQS and S3), SeaweedFS (a real S3), the hub simulator.
 
 ``Services`` are the long-lived servers (one per test session, or per demo). A
 ``Pipeline`` is one isolated deployment on them: its own database, queues, bucket and
 mount directory, with the environment a runner needs for the store it is given
-(``store="efs"``, the default, or ``"s3"``). Shared by the integration tests, the
-benchmarks and ``s2-downloader demo``.
+(``store="efs"``, the default, or ``"s3"``, on moto's S3 or on SeaweedFS: ``s3_server``).
+Shared by the integration tests, the benchmarks and ``s2-downloader demo``.
 """
 
 from __future__ import annotations
@@ -29,14 +29,17 @@ from s2_downloader.entrypoints.config import S3_KEY_TEMPLATE, s3_key
 from s2_downloader.testing.hubsim import Fault, HubSimulator, SimProduct
 from s2_downloader.testing.postgres import SeedGranule, ThrowawayPostgres, seed_granules
 from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
+from s2_downloader.testing.seaweed import ThrowawaySeaweed
 from s2_downloader.testing.sqs import QueueSet
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-__all__ = ["Pipeline", "Services", "StoredObject"]
+__all__ = ["Pipeline", "S3Server", "Services", "StoredObject"]
 
 Store = Literal["efs", "s3"]
+#: Which server holds a pipeline's bucket: moto (lenient, beside SQS) or SeaweedFS (S3's strictness).
+S3Server = Literal["moto", "seaweedfs"]
 
 
 @attrs.define
@@ -50,6 +53,8 @@ class Services:
     #: One moto server for both: ``sqs`` (its SQS clients, queues) and ``s3`` (the same server).
     sqs: ThrowawayS3 = attrs.field(init=False, factory=ThrowawayS3)
     hub: HubSimulator = attrs.field(init=False)
+    #: Started on first use (``seaweed()``): about 4 s that only S3 tests on it pay.
+    _seaweed: ThrowawaySeaweed | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         # CDSE's catalogue (and identity service) and its zipper on distinct origins, as in
@@ -74,7 +79,9 @@ class Services:
 
     def stop(self) -> None:
         """Stop everything started; safe to call twice."""
-        for stop in (self.hub.stop, self.sqs.stop, self.postgres.close):
+        seaweed, self._seaweed = self._seaweed, None
+        stops = [self.hub.stop, self.sqs.stop, self.postgres.close] + ([seaweed.stop] if seaweed else [])
+        for stop in stops:
             with contextlib.suppress(Exception):
                 stop()
 
@@ -82,6 +89,16 @@ class Services:
     def s3(self) -> ThrowawayS3:
         """moto's server, for its S3 side (the same process as ``sqs``)."""
         return self.sqs
+
+    def seaweed(self) -> ThrowawaySeaweed:
+        """SeaweedFS, a real S3 server, started on first use and stopped with the rest."""
+        if self._seaweed is None:
+            self._seaweed = ThrowawaySeaweed().start()
+        return self._seaweed
+
+    def s3_server(self, which: S3Server) -> ThrowawayS3 | ThrowawaySeaweed:
+        """The S3 server ``which`` names (moto's is the SQS server)."""
+        return self.s3 if which == "moto" else self.seaweed()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -96,6 +113,7 @@ class Services:
         *,
         hub_api: Literal["dhus", "cdse"] = "dhus",
         store: Store = "efs",
+        s3_server: S3Server = "moto",
         upload_queue: bool | None = None,
         efs_dir: Path | None = None,
         visibility_timeout: int = 30,
@@ -104,6 +122,7 @@ class Services:
         """A fresh, migrated database, a fresh set of queues, an empty bucket and an empty mount directory.
 
         ``store``: which store ``Pipeline.env`` configures (``"efs"`` or ``"s3"``).
+        ``s3_server``: where the bucket lives, moto's S3 or SeaweedFS.
         ``upload_queue``: whether it names the upload queue (default: with EFS only).
         """
         token = secrets.token_hex(4)
@@ -114,7 +133,7 @@ class Services:
             name, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
         )
         # Bucket names allow neither "_" nor capitals.
-        bucket = create_bucket(self.s3.client_s3(), f"s2dl-{token}")
+        bucket = create_bucket(self.s3_server(s3_server).client_s3(), f"s2dl-{token}")
         owns_dir = efs_dir is None
         mount = Path(tempfile.mkdtemp(prefix="s2dl-efs-")) if efs_dir is None else efs_dir
         mount.mkdir(parents=True, exist_ok=True)
@@ -125,6 +144,7 @@ class Services:
             queues=queues,
             efs_dir=mount,
             bucket=bucket,
+            s3_server=s3_server,
             hub_api=hub_api,
             store=store,
             upload_queue=upload_queue,
@@ -154,6 +174,7 @@ class Pipeline:
     queues: QueueSet
     efs_dir: Path
     bucket: str = ""
+    s3_server: S3Server = "moto"
     hub_api: Literal["dhus", "cdse"] = "dhus"
     store: Store = "efs"
     #: Whether ``env`` sets TO_UPLOAD_SQS_QUEUE_URL; ``None``: with the EFS store only.
@@ -169,7 +190,7 @@ class Pipeline:
         """The environment ``s2-downloader run`` needs to work on this pipeline.
 
         The pipeline's ``store``: ``"efs"`` sets ``EFS_MOUNT_DIR``; ``"s3"`` sets ``STORE=s3``,
-        ``UPLOAD_BUCKET`` and moto's S3 endpoint. ``TO_UPLOAD_SQS_QUEUE_URL`` is set when
+        ``UPLOAD_BUCKET`` and the S3 endpoint of ``s3_server``. ``TO_UPLOAD_SQS_QUEUE_URL`` is set when
         ``upload_queue`` says so (by default with EFS only, as HLS runs the S3 store today).
         ``overrides`` win over everything.
         """
@@ -182,7 +203,7 @@ class Pipeline:
             else {
                 "STORE": "s3",
                 "UPLOAD_BUCKET": self.bucket,
-                "AWS_ENDPOINT_URL_S3": self.services.s3.endpoint_url,
+                "AWS_ENDPOINT_URL_S3": self.services.s3_server(self.s3_server).endpoint_url,
             }
         )
         env = {
@@ -266,8 +287,8 @@ class Pipeline:
     # -- the bucket (S3 store) ---------------------------------------------------------
 
     def s3_client(self) -> S3Client:
-        """A new S3 client for moto's server."""
-        return self.services.s3.client_s3()
+        """A new S3 client for the server holding this pipeline's bucket."""
+        return self.services.s3_server(self.s3_server).client_s3()
 
     def object_key(self, product_id: str, template: str = S3_KEY_TEMPLATE) -> str:
         """Where a verified product lands (S3 store): the key ``template`` gives (HLS's ``{stem}.zip``)."""
