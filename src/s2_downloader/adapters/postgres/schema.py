@@ -274,3 +274,23 @@ def _build_index(conn: psycopg.Connection[Any], name: str, definition: LiteralSt
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(index))
     conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} {}").format(index, sql.SQL(definition)))
     return True
+
+
+#: The columns of HLS's table today (alembic ec89745f0bac) that migrate does not add.
+_HLS_TODAY_COLUMNS: Final = (
+    "id",
+    "filename",
+    "tileid",
+    "size",
+    "beginposition",
+    "endposition",
+    "ingestiondate",
+    "download_url",
+    "downloaded",
+    "download_retries",
+)
+
+
+def required_columns() -> tuple[str, ...]:
+    """Every column of a migrated ``granule`` table: HLS's own and what ``migrate`` adds."""
+    return _HLS_TODAY_COLUMNS + tuple(name for name, _ in _ADDED_COLUMNS)
