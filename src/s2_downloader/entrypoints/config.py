@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import string
@@ -11,6 +12,7 @@ from typing import Literal, TypeVar
 import attrs
 import psycopg.conninfo
 
+from s2_downloader.adapters.secret_values import secret_problem
 from s2_downloader.adapters.urls import check_url
 from s2_downloader.domain.errors import BadRequest, S2DownloaderError
 
@@ -55,6 +57,25 @@ def _url(name: str, value: str) -> str:
     except BadRequest as exc:
         raise ConfigError(name, f"expected an http(s) URL: {exc.reason}") from None
     return value.rstrip("/")
+
+
+def _credential_url(name: str, value: str) -> str:
+    # Credentials (a password, a token) travel to these URLs: never in clear text, except
+    # to this machine (the hub simulator, a tunnel).
+    url = _url(name, value)
+    scheme, host, _ = check_url(url)
+    if scheme != "https" and not _loopback(host):
+        raise ConfigError(name, "carries credentials, so it must be https (http only for a loopback host)")
+    return url
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _queue_url(name: str, value: str) -> str:
@@ -194,7 +215,10 @@ class Settings:
 
         def secret(name: str) -> str | None:
             # Whitespace may be part of a password: only an empty value counts as unset.
-            return env.get(name) or None
+            value = env.get(name) or None
+            if value is not None and (problem := secret_problem(value)):
+                raise ConfigError(name, problem)
+            return value
 
         hub_api = (get("HUB_API") or "cdse").lower()
         if hub_api not in {"dhus", "cdse"}:
@@ -217,13 +241,13 @@ class Settings:
             upload_bucket=upload_bucket,
             s3_key_template=parsed("S3_KEY_TEMPLATE", _key_template, S3_KEY_TEMPLATE),
             hub_api="cdse" if hub_api == "cdse" else "dhus",
-            scihub_url=parsed("SCIHUB_URL", _url, None),
+            scihub_url=parsed("SCIHUB_URL", _credential_url, None),
             hub_credentials=HubCredentials(username=username, password=password or "") if username else None,
             stage=get("STAGE"),
             copernicus_token_parameter=parsed("COPERNICUS_TOKEN_PARAMETER", _parameter_name, None),
             copernicus_checksum_url=parsed("COPERNICUS_CHECKSUM_URL", _url, CDSE_CHECKSUM_URL),
-            copernicus_zipper_url=parsed("COPERNICUS_ZIPPER_URL", _url, CDSE_ZIPPER_URL),
-            copernicus_identity_url=parsed("COPERNICUS_IDENTITY_URL", _url, CDSE_IDENTITY_URL),
+            copernicus_zipper_url=parsed("COPERNICUS_ZIPPER_URL", _credential_url, CDSE_ZIPPER_URL),
+            copernicus_identity_url=parsed("COPERNICUS_IDENTITY_URL", _credential_url, CDSE_IDENTITY_URL),
             copernicus_download_hosts=parsed("COPERNICUS_DOWNLOAD_HOSTS", _hosts, CDSE_DOWNLOAD_HOSTS),
             max_download_retries=parsed("MAX_DOWNLOAD_RETRIES", _number(int, 0), 10),
             max_defer_seconds=parsed("MAX_DEFER_SECONDS", _number(float, 0), 172800.0),
