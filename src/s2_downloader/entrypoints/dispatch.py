@@ -80,7 +80,7 @@ Action = Delete | Resend | HandBack | LeaveForRedrive
 
 
 def outcome_for(
-    body: str, ports: AttemptContext, check_url: Callable[[str], object], *, message_id: str = ""
+    body: str, context: AttemptContext, check_url: Callable[[str], object], *, message_id: str = ""
 ) -> Result:
     """Parse ``body`` and run the use case on it.
 
@@ -97,7 +97,7 @@ def outcome_for(
         )
         return Reject(reason=exc.reason)
     try:
-        return handle(request, ports)
+        return handle(request, context)
     except INFRASTRUCTURE_ERRORS as exc:
         # Logged once per outage by the caller's Outage, not once per message here.
         return Unavailable(reason=f"{type(exc).__name__}: {exc}")
