@@ -84,11 +84,11 @@ def test_outcomes_map_to_queue_actions() -> None:
     """Done deletes, a delay re-sends, no delay hands back, failed and bad input go to redrive."""
     actions = [
         action_for(Done(reason="")),
-        action_for(RetryLater(delay_seconds=60, reason="")),
-        action_for(Defer(delay_seconds=5, reason="")),
-        action_for(Defer(delay_seconds=0, reason="cancelled")),
-        action_for(Failed(reason="")),
-        action_for(Reject(reason="")),
+        action_for(RetryLater(kind=FailureKind.NOT_FOUND, delay_seconds=60, detail="")),
+        action_for(Defer(kind=FailureKind.THROTTLED, delay_seconds=5, detail="")),
+        action_for(Defer(kind=FailureKind.CANCELLED, delay_seconds=0, detail="")),
+        action_for(Failed(kind=FailureKind.NOT_FOUND, detail="")),
+        action_for(Reject(detail="")),
         action_for(Unavailable(reason=""), outage_delay=30),
     ]
     expected = [

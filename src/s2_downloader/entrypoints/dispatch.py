@@ -95,7 +95,7 @@ def outcome_for(
             exc.reason,
             extra={"event": "bad_message", "message_id": message_id, "reason": exc.reason},
         )
-        return Reject(reason=exc.reason)
+        return Reject(detail=exc.reason)
     try:
         return handle(request, context)
     except INFRASTRUCTURE_ERRORS as exc:
