@@ -192,7 +192,7 @@ def test_lambda_checksum_mismatch_reports_the_record_and_aborts(s3_pipeline: Pip
         response = lambda_handler.process_batch(
             event,
             FakeLambdaContext(),
-            ports=container.ports,
+            attempt_context=container.context,
             requeue=container.download_queue,
             check_url=container.check_download_url,
         )

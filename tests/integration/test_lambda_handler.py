@@ -110,7 +110,7 @@ def _process(
     response = lambda_handler.process_batch(
         event,
         FakeLambdaContext(),
-        ports=container.ports,
+        attempt_context=container.context,
         requeue=container.download_queue,
         check_url=container.check_download_url,
     )

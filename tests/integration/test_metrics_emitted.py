@@ -75,7 +75,7 @@ def test_the_lambda_reports_a_verified_download(pipeline: Pipeline) -> None:
         response = lambda_handler.process_batch(
             {"Records": [record]},
             FakeLambdaContext(),
-            ports=container.ports,
+            attempt_context=container.context,
             requeue=container.download_queue,
             check_url=container.check_download_url,
             metrics=EmfMetrics(stream, hub="dhus"),

@@ -386,7 +386,7 @@ def test_a_row_the_link_fetcher_inserts_later_is_pending_and_downloads(
         store = PostgresGranuleStore(pool)
         before = store.get("S2B_NEW")
         request = DownloadRequest(id="S2B_NEW", filename="S2B_NEW.SAFE", download_url="u", checksum=None)
-        outcome = handle(request, world.ports(granules=store))
+        outcome = handle(request, world.context(granules=store))
         after = store.get("S2B_NEW")
 
     assert before is not None

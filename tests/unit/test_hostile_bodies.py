@@ -130,7 +130,7 @@ def test_the_runner_survives_hostile_bodies_and_handles_the_rest(bodies: list[st
     queue.send(_good("good2"))
     runner = Runner(
         queue=queue,
-        ports=world.ports(),
+        context=world.context(),
         check_url=on_hub,
         settings=RunnerSettings(until_empty=True, empty_interval=0.01, concurrency=3),
     )
@@ -153,7 +153,7 @@ def test_the_lambda_rejects_hostile_records_and_handles_the_rest(bodies: list[st
     records = [{"messageId": f"h{i}", "body": body} for i, body in enumerate(bodies)]
     records.insert(len(records) // 2, {"messageId": "g", "body": _good("good")})
     response = process_batch(
-        {"Records": records}, Context(), ports=world.ports(), requeue=Requeue(), check_url=on_hub
+        {"Records": records}, Context(), attempt_context=world.context(), requeue=Requeue(), check_url=on_hub
     )
     expected = [{"itemIdentifier": f"h{i}"} for i in range(len(bodies))]
     assert {"batchItemFailures": expected} == response
@@ -165,6 +165,6 @@ def test_a_record_without_a_string_body_is_rejected() -> None:
     world = World()
     records = [{"messageId": "1"}, {"messageId": "2", "body": 42}, {"messageId": "3", "body": None}]
     response = process_batch(
-        {"Records": records}, Context(), ports=world.ports(), requeue=Requeue(), check_url=on_hub
+        {"Records": records}, Context(), attempt_context=world.context(), requeue=Requeue(), check_url=on_hub
     )
     assert {"batchItemFailures": [{"itemIdentifier": i} for i in ("1", "2", "3")]} == response

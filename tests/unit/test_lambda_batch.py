@@ -84,11 +84,11 @@ def test_outcomes_map_to_queue_actions() -> None:
     """Done deletes, a delay re-sends, no delay hands back, failed and bad input go to redrive."""
     actions = [
         action_for(Done(reason="")),
-        action_for(RetryLater(delay_seconds=60, reason="")),
-        action_for(Defer(delay_seconds=5, reason="")),
-        action_for(Defer(delay_seconds=0, reason="cancelled")),
-        action_for(Failed(reason="")),
-        action_for(Reject(reason="")),
+        action_for(RetryLater(kind=FailureKind.NOT_FOUND, delay_seconds=60, detail="")),
+        action_for(Defer(kind=FailureKind.THROTTLED, delay_seconds=5, detail="")),
+        action_for(Defer(kind=FailureKind.CANCELLED, delay_seconds=0, detail="")),
+        action_for(Failed(kind=FailureKind.NOT_FOUND, detail="")),
+        action_for(Reject(detail="")),
         action_for(Unavailable(reason=""), outage_delay=30),
     ]
     expected = [
@@ -118,7 +118,9 @@ def test_a_mixed_batch_reports_only_what_must_come_back() -> None:
             _record("4", _body("good")),
         ]
     }
-    response = process_batch(event, Context(), ports=world.ports(), requeue=requeue, check_url=on_hub)
+    response = process_batch(
+        event, Context(), attempt_context=world.context(), requeue=requeue, check_url=on_hub
+    )
     assert {"batchItemFailures": [{"itemIdentifier": "3"}]} == response
     assert [(_body("slow"), 30)] == requeue.sent
     assert [("good", "good.zip")] == world.uploads.sent
@@ -131,7 +133,9 @@ def test_every_record_failing_is_every_record_reported() -> None:
         world.add(name, b"content")
         world.hub.download_faults[name] = [HubFault(corrupt=True)]
     event = {"Records": [_record("1", _body("a")), _record("2", _body("b"))]}
-    response = process_batch(event, Context(), ports=world.ports(), requeue=Requeue(), check_url=on_hub)
+    response = process_batch(
+        event, Context(), attempt_context=world.context(), requeue=Requeue(), check_url=on_hub
+    )
     assert {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]} == response
 
 
@@ -143,7 +147,11 @@ def test_records_that_cannot_finish_in_time_are_handed_back_uncounted() -> None:
     event = {"Records": [_record("1", _body("a")), _record("2", _body("b"))]}
     requeue = Requeue()
     response = process_batch(
-        event, Context(remaining_ms=10_000), ports=world.ports(), requeue=requeue, check_url=on_hub
+        event,
+        Context(remaining_ms=10_000),
+        attempt_context=world.context(),
+        requeue=requeue,
+        check_url=on_hub,
     )
     assert {"batchItemFailures": []} == response
     assert ([(_body("a"), 0), (_body("b"), 0)], 1) == (requeue.sent, requeue.batches)
@@ -159,7 +167,7 @@ def test_a_record_running_out_of_time_mid_transfer_releases_its_granule() -> Non
     response = process_batch(
         {"Records": [_record("1", _body("a"))]},
         context,
-        ports=world.ports(),
+        attempt_context=world.context(),
         requeue=requeue,
         check_url=on_hub,
         margin_seconds=20,
@@ -220,7 +228,7 @@ def test_a_database_outage_hands_the_batch_back_uncounted_and_logs_once(
         first = process_batch(
             event,
             Context(),
-            ports=world.ports(granules=down),
+            attempt_context=world.context(granules=down),
             requeue=requeue,
             check_url=on_hub,
             outage=outage,
@@ -228,13 +236,18 @@ def test_a_database_outage_hands_the_batch_back_uncounted_and_logs_once(
         second = process_batch(
             event,
             Context(),
-            ports=world.ports(granules=down),
+            attempt_context=world.context(granules=down),
             requeue=requeue,
             check_url=on_hub,
             outage=outage,
         )
         third = process_batch(
-            event, Context(), ports=world.ports(), requeue=Requeue(), check_url=on_hub, outage=outage
+            event,
+            Context(),
+            attempt_context=world.context(),
+            requeue=Requeue(),
+            check_url=on_hub,
+            outage=outage,
         )
     events = [getattr(r, "event", None) for r in caplog.records]
     assert [{"batchItemFailures": []}] * 3 == [first, second, third]

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from s2_downloader.adapters.metrics import NAMESPACE, EmfMetrics, Metrics, NullMetrics
+from s2_downloader.domain.errors import FailureKind
 
 #: The units CloudWatch accepts (the EMF specification's MetricDefinition.Unit).
 _UNITS = [
@@ -136,11 +137,11 @@ EVENTS: list[tuple[str, Callable[[Metrics], None], dict[str, tuple[str, float]],
     ),
     (
         "retry_counted",
-        lambda m: m.retry_counted("checksum_mismatch"),
+        lambda m: m.retry_counted(FailureKind.CHECKSUM_MISMATCH),
         {"RetriesCounted": ("Count", 1)},
         [["Hub", "Kind"]],
     ),
-    ("deferred", lambda m: m.deferred("throttled"), {"Deferrals": ("Count", 1)}, [["Hub", "Kind"]]),
+    ("deferred", lambda m: m.deferred(FailureKind.THROTTLED), {"Deferrals": ("Count", 1)}, [["Hub", "Kind"]]),
     ("failed", lambda m: m.failed(), {"GranulesFailed": ("Count", 1)}, [["Hub"]]),
     ("bad_message", lambda m: m.bad_message(), {"BadMessages": ("Count", 1)}, [["Hub"]]),
 ]
@@ -173,8 +174,8 @@ def test_kind_is_a_dimension_value() -> None:
     """Retries and deferrals carry their kind as the Kind dimension."""
     stream = io.StringIO()
     metrics = _metrics(stream)
-    metrics.retry_counted("transfer_interrupted")
-    metrics.deferred("offline")
+    metrics.retry_counted(FailureKind.TRANSFER_INTERRUPTED)
+    metrics.deferred(FailureKind.OFFLINE)
 
     assert ["transfer_interrupted", "offline"] == [record["Kind"] for record in _records(stream)]
 
@@ -187,15 +188,15 @@ def test_timestamp_is_the_clock_in_milliseconds() -> None:
     assert 1_700_000_000_250 == _records(stream)[0]["_aws"]["Timestamp"]
 
 
-@pytest.mark.parametrize("kind", ["", "   "])
-def test_a_blank_kind_still_makes_a_valid_record(kind: str) -> None:
-    """CloudWatch drops a record with a blank dimension value, so a blank kind becomes 'unknown'."""
+@pytest.mark.parametrize("kind", list(FailureKind), ids=lambda kind: kind.value)
+def test_every_failure_kind_is_a_valid_kind_dimension(kind: FailureKind) -> None:
+    """Each FailureKind's value is the Kind of a valid record (not blank, short enough)."""
     stream = io.StringIO()
     _metrics(stream).deferred(kind)
 
     [record] = _records(stream)
     assert [] == emf_errors(record)
-    assert "unknown" == record["Kind"]
+    assert kind.value == record["Kind"]
 
 
 @pytest.mark.parametrize(("seconds", "expected"), [(float("nan"), 0.0), (float("inf"), 0.0), (-1.0, 0.0)])

@@ -11,8 +11,9 @@ import pytest
 
 from s2_downloader.adapters.metrics import NAMESPACE, EmfMetrics
 from s2_downloader.domain import Defer, Done, Failed, Reject, RetryLater, Transfer
+from s2_downloader.domain.errors import FailureKind
 from s2_downloader.entrypoints.dispatch import Unavailable
-from s2_downloader.entrypoints.observe import metric_kind, observe
+from s2_downloader.entrypoints.observe import observe
 from tests.unit.test_metrics import EMF_SCHEMA
 
 
@@ -36,12 +37,18 @@ def test_a_sequence_of_outcomes_gives_one_valid_record_per_event(emf: tuple[EmfM
     """Each event of a granule's life is one EMF record with the documented metric, unit and dimensions."""
     metrics, stream = emf
     observe(
-        metrics, RetryLater(delay_seconds=60, reason="transfer_interrupted: body ended"), first_delivery=True
+        metrics,
+        RetryLater(kind=FailureKind.TRANSFER_INTERRUPTED, delay_seconds=60, detail="body ended"),
+        first_delivery=True,
     )
-    observe(metrics, Defer(delay_seconds=30, reason="throttled: HTTP 429 from hub"), first_delivery=True)
     observe(
         metrics,
-        RetryLater(delay_seconds=60, reason="checksum mismatch: expected a, got b"),
+        Defer(kind=FailureKind.THROTTLED, delay_seconds=30, detail="HTTP 429 from hub"),
+        first_delivery=True,
+    )
+    observe(
+        metrics,
+        RetryLater(kind=FailureKind.CHECKSUM_MISMATCH, delay_seconds=60, detail="expected a, got b"),
         first_delivery=True,
     )
     observe(
@@ -49,8 +56,8 @@ def test_a_sequence_of_outcomes_gives_one_valid_record_per_event(emf: tuple[EmfM
         Done(reason="verified", transfer=Transfer(transferred=5_000_000, seconds=2.5)),
         first_delivery=True,
     )
-    observe(metrics, Failed(reason="not_found: HTTP 404"), first_delivery=True)
-    observe(metrics, Reject(reason="body is not JSON"), first_delivery=True)
+    observe(metrics, Failed(kind=FailureKind.NOT_FOUND, detail="HTTP 404"), first_delivery=True)
+    observe(metrics, Reject(detail="body is not JSON"), first_delivery=True)
     records = _records(stream)
     for record in records:
         jsonschema.validate(record, EMF_SCHEMA)
@@ -73,15 +80,17 @@ def test_redeliveries_and_coordination_count_nothing(emf: tuple[EmfMetrics, io.S
     observe(metrics, Done(reason="already verified"), first_delivery=False)
     observe(metrics, Done(reason="granule unknown"), first_delivery=True)
     observe(
-        metrics,
-        Failed(reason="granule failed earlier: not_found: HTTP 404", earlier=True),
-        first_delivery=False,
+        metrics, Failed(kind=FailureKind.FAILED_EARLIER, detail="not_found: HTTP 404"), first_delivery=False
     )
-    observe(metrics, Reject(reason="body is not JSON"), first_delivery=False)
-    observe(metrics, Defer(delay_seconds=31, reason="held by worker-2"), first_delivery=True)
-    observe(metrics, Defer(delay_seconds=0, reason="out of time"), first_delivery=True)
-    observe(metrics, Defer(delay_seconds=0, reason="cancelled"), first_delivery=True)
-    observe(metrics, Defer(delay_seconds=1, reason="lease lost"), first_delivery=True)
+    observe(metrics, Reject(detail="body is not JSON"), first_delivery=False)
+    observe(
+        metrics,
+        Defer(kind=FailureKind.LEASE_BUSY, delay_seconds=31, detail="held by w-2"),
+        first_delivery=True,
+    )
+    observe(metrics, Defer(kind=FailureKind.OUT_OF_TIME, delay_seconds=0, detail="-"), first_delivery=True)
+    observe(metrics, Defer(kind=FailureKind.CANCELLED, delay_seconds=0, detail="-"), first_delivery=True)
+    observe(metrics, Defer(kind=FailureKind.LEASE_LOST, delay_seconds=1, detail="-"), first_delivery=True)
     observe(metrics, Unavailable(reason="StoreError: down"), first_delivery=True)
     assert [] == _records(stream)
 
@@ -99,16 +108,24 @@ def test_only_the_attempt_that_verified_reports_bytes(emf: tuple[EmfMetrics, io.
 
 
 @pytest.mark.parametrize(
-    ("reason", "kind"),
+    "kind",
     [
-        ("offline: HTTP 202 from hub", "offline"),
-        ("server_error: HTTP 500", "server_error"),
-        ("unauthorized: HTTP 401", "unauthorized"),
-        ("/mnt/efs/G/.G.zip.partial is being written by another attempt", "partial_in_use"),
-        ("retry budget spent (11 failures)", "retry_budget_spent"),
-        ("held by worker-2", "other"),
+        FailureKind.THROTTLED,
+        FailureKind.OFFLINE,
+        FailureKind.SERVER_ERROR,
+        FailureKind.UNAUTHORIZED,
+        FailureKind.PARTIAL_IN_USE,
     ],
+    ids=lambda kind: kind.value,
 )
-def test_metric_kind_names_the_failure_kind(reason: str, kind: str) -> None:
-    """The Kind dimension is the failure kind the reason starts with, or the use case's own reason."""
-    assert kind == metric_kind(reason)
+def test_a_deferral_reports_its_kind_whatever_its_detail_says(
+    emf: tuple[EmfMetrics, io.StringIO], kind: FailureKind
+) -> None:
+    """The Kind dimension is the outcome's kind; its detail (a path, a key, any wording) is never read."""
+    metrics, stream = emf
+    observe(
+        metrics,
+        Defer(kind=kind, delay_seconds=30, detail="s3://bucket/G/G.zip: upload in progress"),
+        first_delivery=True,
+    )
+    assert [kind.value] == [r["Kind"] for r in _records(stream)]

@@ -59,7 +59,7 @@ def test_until_empty_handles_everything_and_exits() -> None:
         world.add(name, name.encode() * 50)
         queue.send(_body(name))
     world.hub.download_faults["b"] = [HubFault.fail(FailureKind.THROTTLED, retry_after=1)]
-    runner = Runner(queue=queue, ports=world.ports(), check_url=on_hub, settings=FAST_EMPTY)
+    runner = Runner(queue=queue, context=world.context(), check_url=on_hub, settings=FAST_EMPTY)
     assert 0 == runner.run()
     assert {} == queue.messages
     assert {State.VERIFIED} == {g.state for g in world.store.granules.values()}
@@ -74,7 +74,7 @@ def test_shutdown_hands_in_flight_messages_back_and_releases_their_granules() ->
     queue.send(_body("slow"))
     started = threading.Event()
     runner = Runner(
-        queue=queue, ports=world.ports(), check_url=on_hub, settings=RunnerSettings(grace_seconds=0.2)
+        queue=queue, context=world.context(), check_url=on_hub, settings=RunnerSettings(grace_seconds=0.2)
     )
 
     def crawl(granule_id: str, index: int) -> None:
@@ -113,7 +113,7 @@ def test_long_work_keeps_its_message_invisible() -> None:
             clock.advance(0.9)
 
     world.hub.on_chunk = crawl
-    runner = Runner(queue=queue, ports=world.ports(), check_url=on_hub, settings=FAST_EMPTY)
+    runner = Runner(queue=queue, context=world.context(), check_url=on_hub, settings=FAST_EMPTY)
     assert 0 == runner.run()
     assert [True, True, True] == renewed
     assert (["m0"], 1) == (queue.deleted, queue.most_receives)
@@ -126,7 +126,7 @@ def test_bad_input_is_left_for_the_dead_letter_queue() -> None:
     world = World()
     queue = FakeQueue()
     queue.send("not json")
-    runner = Runner(queue=queue, ports=world.ports(), check_url=on_hub, settings=RunnerSettings())
+    runner = Runner(queue=queue, context=world.context(), check_url=on_hub, settings=RunnerSettings())
     thread = threading.Thread(target=runner.run)
     thread.start()
     deadline = time.monotonic() + 5
@@ -142,7 +142,7 @@ def test_without_a_dead_letter_queue_bad_input_is_logged_and_deleted() -> None:
     world = World()
     queue = FakeQueue(redrive=False)
     queue.send("not json")
-    runner = Runner(queue=queue, ports=world.ports(), check_url=on_hub, settings=FAST_EMPTY)
+    runner = Runner(queue=queue, context=world.context(), check_url=on_hub, settings=FAST_EMPTY)
     assert 0 == runner.run()
     assert (["m0"], 1) == (queue.deleted, dict(runner.board.outcomes)["rejected"])
 
@@ -193,7 +193,7 @@ def test_a_redelivered_message_keeps_the_later_delivery_renewed() -> None:
     world.hub.on_chunk = crawl
     runner = Runner(
         queue=queue,
-        ports=world.ports(granules=gated),
+        context=world.context(granules=gated),
         check_url=on_hub,
         settings=RunnerSettings(grace_seconds=5),
     )
@@ -233,7 +233,7 @@ def test_until_empty_needs_three_empty_readings_apart() -> None:
     queue.on_counts = delay_ends_after_the_first_reading
     runner = Runner(
         queue=queue,
-        ports=world.ports(),
+        context=world.context(),
         check_url=on_hub,
         settings=RunnerSettings(until_empty=True, empty_interval=0.2),
     )
@@ -303,7 +303,7 @@ def test_a_database_outage_spends_no_receive_count_and_logs_once(caplog: pytest.
         queue.send(_body(name))
     runner = Runner(
         queue=queue,
-        ports=world.ports(granules=flaky),
+        context=world.context(granules=flaky),
         check_url=on_hub,
         settings=RunnerSettings(until_empty=True, empty_interval=0.02, concurrency=4),
         outage=Outage("granule store", base_seconds=0.05, max_seconds=0.2, min_resend_seconds=1),

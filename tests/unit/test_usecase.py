@@ -88,7 +88,7 @@ def _calls_until(world: World, request: object, name: str) -> int:
 def test_failed_granule_is_left_for_the_dead_letter_queue(world: World) -> None:
     """A granule that failed earlier is not retried; its message goes to the redrive policy."""
     request = world.add("g1", PRODUCT, state=State.FAILED, last_error="mismatch")
-    assert Failed(reason="granule failed earlier: mismatch") == world.handle(request)
+    assert Failed(kind=FailureKind.FAILED_EARLIER, detail="mismatch") == world.handle(request)
     assert 0 == world.hub.downloads["g1"]
 
 
@@ -214,7 +214,9 @@ def test_another_workers_live_lease_defers_until_it_can_expire(world: World) -> 
     request = world.add(
         "g1", PRODUCT, state=State.DOWNLOADING, lease=Lease(owner="other", expires_at=expires)
     )
-    assert Defer(delay_seconds=301, reason="held by other") == world.handle(request)
+    assert Defer(kind=FailureKind.LEASE_BUSY, delay_seconds=301, detail="held by other") == world.handle(
+        request
+    )
     world.clock.advance(301)
     assert Done(reason="verified") == world.handle(request)
 
@@ -225,7 +227,7 @@ def test_cancellation_releases_the_granule_and_keeps_the_partial(world: World) -
 
     outcome = world.handle(request, cancellation=FakeCancellation(stop=True))
 
-    assert Defer(delay_seconds=0, reason="cancelled") == outcome
+    assert Defer(kind=FailureKind.CANCELLED, delay_seconds=0, detail="the worker is stopping") == outcome
     granule = world.store.granules["g1"]
     assert (State.PENDING, None) == (granule.state, granule.lease)
     assert 4 == len(world.files.partials[world.key("g1")])
@@ -260,7 +262,7 @@ def test_two_workers_at_once_download_once(world: World) -> None:
 
     world.hub.on_chunk = second_worker
     assert Done(reason="verified") == world.handle(request)
-    assert [Defer(delay_seconds=900, reason="held by worker-0")] == inner
+    assert [Defer(kind=FailureKind.LEASE_BUSY, delay_seconds=900, detail="held by worker-0")] == inner
     assert 1 == world.hub.downloads["g1"]
     assert 1 == len(world.uploads.sent)
 
@@ -289,7 +291,10 @@ def test_a_partial_still_being_written_defers_the_attempt(world: World) -> None:
     request = world.add("g1", PRODUCT)
     with world.files.open_partial(world.key("g1")):
         outcome = world.handle(request)
-    assert Defer(delay_seconds=300, reason="partial of g1 is being written") == outcome
+    assert (
+        Defer(kind=FailureKind.PARTIAL_IN_USE, delay_seconds=300, detail="partial of g1 is being written")
+        == outcome
+    )
     granule = world.store.granules["g1"]
     assert (State.RETRYING, 0, None) == (granule.state, granule.download_retries, granule.lease)
     assert Done(reason="verified") == world.handle(request)
@@ -308,8 +313,12 @@ def test_a_worker_that_lost_its_lease_deletes_nothing(world: World) -> None:
             taken.append(world.handle(request))
 
     world.hub.on_chunk = lease_runs_out
-    assert Defer(delay_seconds=1, reason="lease lost") == world.handle(request)
-    assert [Defer(delay_seconds=300, reason="partial of g1 is being written")] == taken
+    assert Defer(
+        kind=FailureKind.LEASE_LOST, delay_seconds=1, detail="the lease could not be renewed"
+    ) == world.handle(request)
+    assert [
+        Defer(kind=FailureKind.PARTIAL_IN_USE, delay_seconds=300, detail="partial of g1 is being written")
+    ] == taken
     assert 4 == len(world.files.partials[world.key("g1")])  # the first chunk, kept for a resume
     world.hub.on_chunk = None
     assert Done(reason="verified") == world.handle(request)

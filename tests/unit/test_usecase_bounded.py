@@ -48,7 +48,7 @@ def test_a_deadline_hit_hands_the_granule_back_uncounted(world: World, where: st
     outcome = world.handle(request)
 
     granule = world.store.granules["g1"]
-    assert Defer(delay_seconds=0, reason="out of time") == outcome
+    assert Defer(kind=FailureKind.OUT_OF_TIME, delay_seconds=0, detail=f"{where}: deadline passed") == outcome
     assert (State.PENDING, None, 0) == (granule.state, granule.lease, granule.download_retries)
     assert Done(reason="verified") == world.handle(request)
 
@@ -61,7 +61,8 @@ def test_a_deadline_hit_mid_body_keeps_the_partial_for_a_resume(world: World) ->
     assert isinstance(world.handle(request), RetryLater)
     kept = len(world.files.partials[world.key("g1")])
 
-    assert Defer(delay_seconds=0, reason="out of time") == world.handle(request)
+    out_of_time = Defer(kind=FailureKind.OUT_OF_TIME, delay_seconds=0, detail="checksum: deadline passed")
+    assert out_of_time == world.handle(request)
     assert kept == len(world.files.partials[world.key("g1")])
     assert Done(reason="verified") == world.handle(request)
     assert ("g1", kept) == world.hub.requests[-1][:2]
@@ -207,11 +208,14 @@ def test_a_busy_lease_and_running_out_of_time_never_fail_a_granule(world: World)
     world.handle(request)
     world.clock.advance(3 * DAY)
     world.hub.checksum_faults["g1"] = [HubFault(out_of_time=True)]
-    assert Defer(delay_seconds=0, reason="out of time") == world.handle(request)
+    out_of_time = Defer(kind=FailureKind.OUT_OF_TIME, delay_seconds=0, detail="checksum: deadline passed")
+    assert out_of_time == world.handle(request)
 
     held = Lease(owner="other", expires_at=world.clock.now() + dt.timedelta(seconds=60))
     world.store.granules["g1"] = attrs.evolve(world.store.granules["g1"], state=State.CLAIMED, lease=held)
-    assert Defer(delay_seconds=61, reason="held by other") == world.handle(request)
+    assert Defer(kind=FailureKind.LEASE_BUSY, delay_seconds=61, detail="held by other") == world.handle(
+        request
+    )
 
 
 class _FailingStore(InMemoryGranuleStore):
@@ -287,7 +291,8 @@ def test_a_stale_worker_never_deletes_the_file_another_worker_just_verified(worl
     first = world.handle(request)
 
     assert [Done(reason="verified")] == second
-    assert Defer(delay_seconds=1, reason="lease lost") == first
+    assert isinstance(first, Defer)
+    assert (FailureKind.LEASE_LOST, 1) == (first.kind, first.delay_seconds)
     assert PRODUCT == files.finals[world.key("g1")]
     assert (State.VERIFIED, md5(PRODUCT)) == (
         world.store.granules["g1"].state,

@@ -11,6 +11,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from s2_downloader.domain import Defer, Done, Failed, Outcome, Reject, RetryLater, State
 from s2_downloader.domain.errors import FailureKind
 from s2_downloader.domain.request import DownloadRequest
+from s2_downloader.domain.retry import DEFERRAL_BUDGET_FAILURES
 from tests.unit.fakes import Crash, HubFault, md5
 from tests.unit.world import World
 
@@ -18,8 +19,6 @@ IDS = ("g0", "g1", "g2")
 MAX_RETRIES = 2
 #: Short, so that examples reach it: a few steps of time passing spend it.
 MAX_DEFER_SECONDS = 3000.0
-#: Deferrals that are not the hub's answer about the product, and so never end by the budget.
-_NOT_HUB_DEFERRALS = ("cancelled", "out of time", "lease lost", "held by ", "unauthorized")
 
 _FAULTS = st.sampled_from(
     [
@@ -158,7 +157,7 @@ class UseCaseMachine(RuleBasedStateMachine):
         self.world.clock.advance(seconds)
 
     def _settle(self, message: Message, outcome: Outcome) -> None:
-        if isinstance(outcome, Defer) and not outcome.reason.startswith(_NOT_HUB_DEFERRALS):
+        if isinstance(outcome, Defer) and outcome.kind in DEFERRAL_BUDGET_FAILURES:
             # Deferred by the hub (or a partial in use): only within the budget.
             granule = self.world.store.granules[message.request.id]
             assert granule.first_attempt_at is not None

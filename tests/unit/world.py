@@ -47,9 +47,9 @@ class World:
         self.files = InMemoryFiles(crashes=self.crashes)
         self.uploads = FakeUploadQueue(crashes=self.crashes)
 
-    def ports(self, **overrides: Any) -> AttemptContext:
-        """The use case's ports over these fakes."""
-        ports = AttemptContext(
+    def context(self, **overrides: Any) -> AttemptContext:
+        """The attempt context (the use case's ports and settings) over these fakes."""
+        context = AttemptContext(
             granules=self.store,
             hub=self.hub,
             files=self.files,
@@ -64,7 +64,7 @@ class World:
             new_owner=lambda: f"worker-{next(self._owners)}",
             lease_seconds=self.lease_seconds,
         )
-        return attrs.evolve(ports, **overrides)
+        return attrs.evolve(context, **overrides)
 
     def add(self, granule_id: str, content: bytes, **fields: object) -> DownloadRequest:
         """A granule in the table, its product on the hub, and the request that names it."""
@@ -89,4 +89,4 @@ class World:
 
     def handle(self, request: DownloadRequest, **overrides: Any) -> Outcome:
         """Run the use case once."""
-        return handle(request, self.ports(**overrides))
+        return handle(request, self.context(**overrides))

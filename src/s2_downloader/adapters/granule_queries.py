@@ -11,7 +11,7 @@ with any password removed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -25,12 +25,15 @@ from s2_downloader.domain.granule import State
 
 __all__ = [
     "DEFAULT_REQUEUE_STATES",
+    "NO_KIND",
+    "OTHER_KIND",
     "FailureRow",
     "FailuresReport",
     "GranuleQueries",
     "RequeueFilter",
     "RequeueRow",
-    "kind_of",
+    "count_kinds",
+    "stored_kind",
 ]
 
 _T = TypeVar("_T")
@@ -71,43 +74,43 @@ _FAILURE_ROWS: Final = sql.SQL(
     " ORDER BY download_started DESC NULLS LAST, id LIMIT %(limit)s"
 ).format(state=_EFFECTIVE_STATE)
 
-# Grouped by the text before the first colon, which is the kind for hub failures; the
-# other reasons (their prefixes vary with a count or a path) are sorted out by kind_of.
+# Grouped by the text before the first ": ", which is the failure kind by construction
+# (every writer writes ``FailureKind.describe``); ``stored_kind`` names the group.
 _FAILURE_GROUPS: Final = sql.SQL(
-    "SELECT {state} AS effective, split_part(coalesce(last_error, ''), ':', 1) AS prefix, count(*)"
+    "SELECT {state} AS effective, split_part(coalesce(last_error, ''), ': ', 1) AS prefix, count(*)"
     " FROM granule WHERE NOT downloaded AND {state} IN ('failed', 'retrying')"
     " GROUP BY 1, 2"
 ).format(state=_EFFECTIVE_STATE)
 
 _KINDS: Final = frozenset(kind.value for kind in FailureKind)
 
-#: Reasons the use case words itself (not hub errors), by how they start or end.
-_OWN_REASONS: Final[tuple[tuple[str, str, str], ...]] = (
-    ("checksum mismatch", "", FailureKind.CHECKSUM_MISMATCH.value),
-    ("retry budget spent", "", "retry_budget_spent"),
-    ("", "is being written by another attempt", "partial_in_use"),
-)
+#: The kind ``failures`` gives a granule without a ``last_error``.
+NO_KIND: Final = "none"
+#: The kind ``failures`` gives a ``last_error`` that does not start with a failure kind
+#: (written by an earlier version of the downloader, or by hand).
+OTHER_KIND: Final = "other"
 
 
-def kind_of(reason: str | None) -> str:
-    """The failure kind a ``last_error`` (or an outcome's reason) names, as ``failures`` counts it.
+def stored_kind(last_error: str | None) -> str:
+    """The failure kind a stored ``last_error`` starts with: its text before the first ``": "``.
 
-    Hub failures are stored as ``<kind>: <detail>`` with a kind of docs/interface.md
-    section 6; the use case's own reasons map to ``checksum_mismatch``,
-    ``retry_budget_spent`` and ``partial_in_use``; no reason is ``none``; anything else
-    is ``other``.
+    The use case writes every ``last_error`` as ``kind.describe(detail)``, so that text is
+    the kind's value; ``NO_KIND`` when there is no ``last_error``, ``OTHER_KIND`` when the
+    text is not a ``FailureKind`` value. Nothing else is read out of the text.
     """
-    if not reason:
-        return "none"
-    prefix = reason.split(":", 1)[0].strip()
-    if prefix in _KINDS:
-        return prefix
-    for start, end, kind in _OWN_REASONS:
-        if start and reason.startswith(start):
-            return kind
-        if end and reason.rstrip().endswith(end):
-            return kind
-    return "other"
+    if not last_error:
+        return NO_KIND
+    prefix = last_error.split(": ", 1)[0]
+    return prefix if prefix in _KINDS else OTHER_KIND
+
+
+def count_kinds(groups: Iterable[tuple[State, str | None, int]]) -> dict[str, dict[State, int]]:
+    """Granules per stored kind and state, from ``(state, last_error or its kind prefix, count)`` groups."""
+    kinds: dict[str, dict[State, int]] = {}
+    for state, last_error, count in groups:
+        per_state = kinds.setdefault(stored_kind(last_error), {})
+        per_state[state] = per_state.get(state, 0) + count
+    return kinds
 
 
 @attrs.frozen(kw_only=True)
@@ -150,8 +153,8 @@ class FailureRow:
 
     @property
     def kind(self) -> str:
-        """The failure kind its ``last_error`` names (``kind_of``)."""
-        return kind_of(self.last_error)
+        """The failure kind its ``last_error`` starts with (``stored_kind``)."""
+        return stored_kind(self.last_error)
 
 
 @attrs.frozen(kw_only=True)
@@ -280,11 +283,8 @@ class GranuleQueries:
                 )
                 for row in conn.execute(_FAILURE_ROWS, {"limit": limit})
             ]
-            kinds: dict[str, dict[State, int]] = {}
-            for state, prefix, count in conn.execute(_FAILURE_GROUPS):
-                per_state = kinds.setdefault(kind_of(prefix), {})
-                per_state[State(state)] = per_state.get(State(state), 0) + count
-            return FailuresReport(granules=granules, kinds=kinds)
+            groups = [(State(state), prefix, count) for state, prefix, count in conn.execute(_FAILURE_GROUPS)]
+            return FailuresReport(granules=granules, kinds=count_kinds(groups))
 
         return self._run("list failures", work)
 

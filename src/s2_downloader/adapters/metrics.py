@@ -36,6 +36,8 @@ from typing import Final, Protocol, TextIO
 
 import attrs
 
+from s2_downloader.domain.errors import FailureKind
+
 __all__ = ["NAMESPACE", "EmfMetrics", "Metrics", "NullMetrics"]
 
 #: The CloudWatch namespace of every metric this package emits.
@@ -54,11 +56,11 @@ class Metrics(Protocol):
         """A download was verified after ``transferred`` bytes in ``seconds``."""
         ...
 
-    def retry_counted(self, kind: str) -> None:
+    def retry_counted(self, kind: FailureKind) -> None:
         """A failure of ``kind`` was counted against a granule's retries."""
         ...
 
-    def deferred(self, kind: str) -> None:
+    def deferred(self, kind: FailureKind) -> None:
         """A granule was put off for ``kind`` of reason, not counted."""
         ...
 
@@ -79,11 +81,11 @@ class NullMetrics:
         """Nothing."""
         del transferred, seconds
 
-    def retry_counted(self, kind: str) -> None:
+    def retry_counted(self, kind: FailureKind) -> None:
         """Nothing."""
         del kind
 
-    def deferred(self, kind: str) -> None:
+    def deferred(self, kind: FailureKind) -> None:
         """Nothing."""
         del kind
 
@@ -118,12 +120,12 @@ class EmfMetrics:
             }
         )
 
-    def retry_counted(self, kind: str) -> None:
-        """``RetriesCounted`` 1 with ``Kind``."""
+    def retry_counted(self, kind: FailureKind) -> None:
+        """``RetriesCounted`` 1 with ``Kind`` ``kind.value``."""
         self._emit({"RetriesCounted": ("Count", 1)}, kind=kind)
 
-    def deferred(self, kind: str) -> None:
-        """``Deferrals`` 1 with ``Kind``."""
+    def deferred(self, kind: FailureKind) -> None:
+        """``Deferrals`` 1 with ``Kind`` ``kind.value``."""
         self._emit({"Deferrals": ("Count", 1)}, kind=kind)
 
     def failed(self) -> None:
@@ -134,10 +136,12 @@ class EmfMetrics:
         """``BadMessages`` 1."""
         self._emit({"BadMessages": ("Count", 1)})
 
-    def _emit(self, values: Mapping[str, tuple[str, int | float]], *, kind: str | None = None) -> None:
+    def _emit(
+        self, values: Mapping[str, tuple[str, int | float]], *, kind: FailureKind | None = None
+    ) -> None:
         dimensions: dict[str, str] = {"Hub": _dimension_value(self.hub)}
         if kind is not None:
-            dimensions["Kind"] = _dimension_value(kind)
+            dimensions["Kind"] = kind.value
         record: dict[str, object] = {
             "_aws": {
                 "Timestamp": int(self.clock() * 1000),

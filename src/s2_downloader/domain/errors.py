@@ -67,8 +67,16 @@ class QueueError(S2DownloaderError):
 
 
 class FailureKind(enum.Enum):
-    """Why an attempt at a granule did not verify, as docs/interface.md (the hub) sorts it."""
+    """Why handling a granule did not verify it this time: the one classification of failures.
 
+    Every outcome but success carries one (docs/interface.md section 6 sorts the hub's
+    answers; the rest are the use case's own). A failure that is recorded is written to
+    ``last_error`` as ``describe(detail)``, so the text before its first ``": "`` is the
+    kind, and the metrics' ``Kind`` is ``value``. The values already stored by earlier
+    versions (the hub's kinds, ``retry_budget_spent``, ``partial_in_use``) are kept.
+    """
+
+    # The hub's answers (docs/interface.md section 6).
     CHECKSUM_MISMATCH = "checksum_mismatch"
     TRANSFER_INTERRUPTED = "transfer_interrupted"
     NOT_FOUND = "not_found"
@@ -77,13 +85,35 @@ class FailureKind(enum.Enum):
     SERVER_ERROR = "server_error"
     UNAUTHORIZED = "unauthorized"
     BAD_RESPONSE = "bad_response"
+    # The use case's own, recorded in last_error.
+    #: Another attempt is writing the granule's partial.
+    PARTIAL_IN_USE = "partial_in_use"
+    #: The granule's counted failures were already past the budget when it was claimed.
+    RETRY_BUDGET_SPENT = "retry_budget_spent"
+    # The use case's own, not recorded: the granule is handed back as it was.
+    #: Another worker holds the granule's lease.
+    LEASE_BUSY = "lease_busy"
+    #: Another worker took the granule over while this attempt ran (our lease ran out).
+    LEASE_LOST = "lease_lost"
+    #: The attempt's deadline (the Lambda's remaining time) came first.
+    OUT_OF_TIME = "out_of_time"
+    #: The worker is stopping.
+    CANCELLED = "cancelled"
+    #: The granule had failed before this message arrived (a redelivery).
+    FAILED_EARLIER = "failed_earlier"
+    #: The download message breaks the message rules.
+    BAD_MESSAGE = "bad_message"
+
+    def describe(self, detail: str) -> str:
+        """``<kind>: <detail>``: how ``last_error`` and an outcome's ``reason`` say a failure."""
+        return f"{self.value}: {detail}"
 
 
 class HubError(S2DownloaderError):
     """The hub did not deliver; ``kind`` decides the outcome, ``retry_after`` is its hint."""
 
     def __init__(self, kind: FailureKind, detail: str, *, retry_after: float | None = None) -> None:
-        super().__init__(f"{kind.value}: {detail}")
+        super().__init__(kind.describe(detail))
         self.kind = kind
         self.detail = detail
         self.retry_after = retry_after

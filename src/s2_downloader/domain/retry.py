@@ -32,11 +32,15 @@ COUNTED_FAILURES = frozenset(
     }
 )
 
-#: Hub answers that postpone without counting but only for so long: past the deferral
-#: budget they fail the granule. UNAUTHORIZED is not one of them: a 401 (DHuS Basic auth,
-#: CDSE after a fresh token) or a refused password grant says our credentials are wrong,
-#: which is ours to fix and no fault of the product, so it never fails a granule.
-DEFERRAL_BUDGET_FAILURES = frozenset({FailureKind.THROTTLED, FailureKind.OFFLINE, FailureKind.SERVER_ERROR})
+#: Failures that postpone without counting but only for so long: past the deferral budget
+#: they fail the granule. The hub's answers about its load, and a partial that another
+#: attempt is writing (a writer that never lets go would otherwise defer it for ever).
+#: UNAUTHORIZED is not one of them: a 401 (DHuS Basic auth, CDSE after a fresh token) or a
+#: refused password grant says our credentials are wrong, which is ours to fix and no fault
+#: of the product, so it never fails a granule.
+DEFERRAL_BUDGET_FAILURES = frozenset(
+    {FailureKind.THROTTLED, FailureKind.OFFLINE, FailureKind.SERVER_ERROR, FailureKind.PARTIAL_IN_USE}
+)
 
 #: Default deferral budget: two days from the first attempt.
 MAX_DEFER_SECONDS = 172800.0

@@ -81,43 +81,67 @@ class AttemptContext:
 
 def handle(request: DownloadRequest, context: AttemptContext) -> Outcome:
     """Take one download request as far as it can go now, and say what to do with its message."""
-    return _Attempt(request=request, ports=context, owner=context.new_owner()).run()
+    return _Attempt(request=request, context=context, owner=context.new_owner()).run()
+
+
+# -- what the steps of a transfer return ------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
-class _Filled:
-    """What streaming into the partial left: the bytes held, and how the stream ended.
+class _Streamed:
+    """How streaming the body into the partial ended."""
 
-    Exactly one ending is set: ``digest`` (the body ran to its end), ``stopped`` (the
-    attempt stopped between chunks: cancelled, or the lease lost) or ``broken`` (the
-    hub failed, or time ran out).
-    """
+    #: Where this attempt's bytes start in the partial (0 when the hub restarted the product).
+    resumed_from: int
+    #: The outcome of stopping between chunks (cancelled, or the lease lost); ``None`` when
+    #: the body ran to its end.
+    stopped: Defer | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _Matched:
+    """The body ran to its end and the partial holds the product's checksum."""
 
     resumed_from: int
     held: int
-    #: Our monotonic clock when the stream started, for the transfer rate; ``None``: no stream.
-    started: float | None
-    digest: str | None = None
-    #: Whether ``digest`` is the checksum the product must have: compared once, as the stream ends.
-    matches: bool = False
-    stopped: Outcome | None = None
-    broken: HubError | DeadlineExceeded | None = None
+    #: Our monotonic clock when the stream started, for the transfer rate.
+    started: float
 
-    @classmethod
-    def already_final(cls, checksum: str) -> _Filled:
-        """Nothing streamed: the final product already had the checksum."""
-        return cls(resumed_from=0, held=0, started=None, digest=checksum, matches=True)
+    def transfer(self, now: float) -> Transfer:
+        """What this attempt moved, as of our monotonic clock reading ``now``."""
+        return Transfer(transferred=self.held - self.resumed_from, seconds=now - self.started)
 
-    @property
-    def transferred(self) -> int:
-        """Bytes this attempt added."""
-        return self.held - self.resumed_from
+
+@attrs.frozen(kw_only=True)
+class _Mismatched:
+    """The body ran to its end but the partial's digest is not the product's checksum."""
+
+    digest: str
+
+
+@attrs.frozen(kw_only=True)
+class _Stopped:
+    """The attempt stopped before the end: cancelled, or the lease lost."""
+
+    outcome: Defer
+
+
+@attrs.frozen(kw_only=True)
+class _Broken:
+    """The hub failed, or time ran out, mid-transfer; the ``held`` bytes stay for a resume."""
+
+    held: int
+    error: HubError | DeadlineExceeded
+
+
+#: What filling the partial came to, decided once, as the partial is still open.
+_Filled = _Matched | _Mismatched | _Stopped | _Broken
 
 
 @attrs.define
 class _Attempt:
     request: DownloadRequest
-    ports: AttemptContext
+    context: AttemptContext
     owner: str
     granule: Granule = attrs.field(init=False)
     _last_beat: float = attrs.field(init=False, default=0.0)
@@ -135,9 +159,9 @@ class _Attempt:
         return {"granule_id": self.request.id, "event": event, **fields}
 
     def run(self) -> Outcome:
-        ports = self.ports
-        now = ports.clock.now()
-        claimed = ports.granules.claim(self.request.id, self.owner, now, ports.lease_seconds)
+        context = self.context
+        now = context.clock.now()
+        claimed = context.granules.claim(self.request.id, self.owner, now, context.lease_seconds)
         if claimed is None:
             _log.warning("granule is not in the database", extra=self._extra("granule_unknown"))
             return Done(reason="granule unknown")
@@ -145,10 +169,10 @@ class _Attempt:
         if claimed.state is State.VERIFIED:
             return self._announce(claimed, "already verified")
         if claimed.state is State.FAILED:
-            return Failed(reason=f"granule failed earlier: {claimed.last_error}", earlier=True)
+            return Failed(kind=FailureKind.FAILED_EARLIER, detail=claimed.last_error or "no reason recorded")
         if not (claimed.state is State.CLAIMED and claimed.held_by(self.owner)):
             return self._busy(claimed, now)
-        if ports.policy.exhausted(claimed.download_retries):
+        if context.policy.exhausted(claimed.download_retries):
             return self._give_up()
         self._note_claim(claimed)
         try:
@@ -170,7 +194,7 @@ class _Attempt:
             # Every event after the claim is lease-checked: refused means another worker
             # took the granule over (our lease ran out), so stop without touching anything.
             _log.warning("lease lost: %s", exc, extra=self._extra("lease_lost"))
-            return Defer(delay_seconds=1, reason="lease lost")
+            return Defer(kind=FailureKind.LEASE_LOST, delay_seconds=1, detail=str(exc))
 
     # -- the branches -------------------------------------------------------------
 
@@ -180,111 +204,115 @@ class _Attempt:
         delay = min(MAX_DELAY_SECONDS, max(1, math.ceil(wait)))
         owner = lease.owner if lease else "nobody"
         _log.info("granule is held by another worker", extra=self._extra("granule_busy", holder=owner))
-        return Defer(delay_seconds=delay, reason=f"held by {owner}")
+        return Defer(kind=FailureKind.LEASE_BUSY, delay_seconds=delay, detail=f"held by {owner}")
 
     def _give_up(self) -> Outcome:
-        error = f"retry budget spent ({self.granule.download_retries} failures)"
+        failed = Failed(
+            kind=FailureKind.RETRY_BUDGET_SPENT, detail=f"{self.granule.download_retries} counted failures"
+        )
         # Recorded first: the update checks the lease, so a worker that lost it never
         # deletes files the new holder is working on.
-        self.granule = self.ports.granules.record(
-            self.request.id, lifecycle.GiveUp(owner=self.owner, error=error)
+        self.granule = self.context.granules.record(
+            self.request.id, lifecycle.GiveUp(owner=self.owner, error=failed.reason)
         )
-        self.ports.files.remove(self.key)
-        _log.error("download failed for good", extra=self._extra("download_failed", error=error))
-        return Failed(reason=error)
+        self.context.files.remove(self.key)
+        _log.error("download failed for good", extra=self._extra("download_failed", error=failed.reason))
+        return failed
 
     def _checksum(self) -> str:
         if self.request.checksum and self.granule.download_retries == 0:
             return self.request.checksum
-        return self.ports.hub.checksum(self.request.id, deadline=self.ports.cancellation.deadline()).lower()
+        context = self.context
+        return context.hub.checksum(self.request.id, deadline=context.cancellation.deadline()).lower()
 
     def _transfer(self) -> Outcome:
+        files = self.context.files
         checksum = self._checksum()
-        on_disk = self.ports.files.final_digest(self.key)
+        on_disk = files.final_digest(self.key)
         if on_disk == checksum:
-            return self._verified(checksum, _Filled.already_final(checksum))
+            return self._verified(checksum, resumed_from=0, transfer=Transfer(transferred=0, seconds=0.0))
         self._clear_bad_final(checksum, on_disk)
         try:
-            with self.ports.files.open_partial(self.key, checksum=checksum) as partial:
-                filled = self._fill(partial, checksum)
-                # Still holding the partial: no other attempt can write it until it is
-                # promoted or discarded.
-                filled = self._keep_or_drop(filled)
+            with files.open_partial(self.key, checksum=checksum) as partial:
+                # Decided while the partial is still open: no other attempt can write it
+                # until it is promoted or discarded.
+                filled = self._keep_or_drop(self._fill(partial, checksum))
         except PartialInUse as exc:
-            delay = max(1, min(MAX_DELAY_SECONDS, round(self.ports.lease_seconds / 3)))
-            # A writer that never lets go would otherwise defer the granule for ever.
-            return self._postpone(str(exc), delay, spends_budget=True)
+            delay = max(1, min(MAX_DELAY_SECONDS, round(self.context.lease_seconds / 3)))
+            return self._postpone(FailureKind.PARTIAL_IN_USE, str(exc), delay)
         return self._settle(filled, checksum)
 
     def _clear_bad_final(self, checksum: str, on_disk: str | None) -> None:
         # Recorded before anything is removed: the update checks the lease, so a worker
         # that lost it stops here (InvalidTransition) and never deletes a file that the
         # new holder may just have verified.
-        self.granule = self.ports.granules.record(self.request.id, lifecycle.StartDownload(owner=self.owner))
+        self.granule = self.context.granules.record(
+            self.request.id, lifecycle.StartDownload(owner=self.owner)
+        )
         if on_disk is not None:
             _log.warning(
                 "final file does not match its checksum; set aside for a new download",
                 extra=self._extra("final_file_mismatch", expected=checksum, actual=on_disk),
             )
-            self.ports.files.discard_final(self.key)
+            self.context.files.discard_final(self.key)
 
     def _fill(self, partial: Partial, checksum: str) -> _Filled:
         """Stream the product into ``partial`` until it ends, breaks, or the attempt must stop."""
-        started = self.ports.clock.monotonic()
+        started = self.context.clock.monotonic()
         self._last_beat = started
-        resumed_from = partial.size
         try:
             streamed = self._stream_into(partial)
         except (HubError, DeadlineExceeded) as exc:
-            return _Filled(resumed_from=resumed_from, held=partial.size, started=started, broken=exc)
-        if isinstance(streamed, int):
-            digest = partial.hexdigest()
-            return _Filled(
-                resumed_from=streamed,
-                held=partial.size,
-                started=started,
-                digest=digest,
-                matches=digest == checksum,
-            )
-        return _Filled(resumed_from=resumed_from, held=partial.size, started=started, stopped=streamed)
+            return _Broken(held=partial.size, error=exc)
+        if streamed.stopped is not None:
+            return _Stopped(outcome=streamed.stopped)
+        digest = partial.hexdigest()
+        if digest != checksum:
+            return _Mismatched(digest=digest)
+        return _Matched(resumed_from=streamed.resumed_from, held=partial.size, started=started)
 
     def _keep_or_drop(self, filled: _Filled) -> _Filled:
         """Under the partial's lock: promote a complete match, drop a mismatch."""
-        ports = self.ports
-        if filled.digest is None:
-            return filled
-        if not filled.matches:
-            ports.files.discard_partial(self.key)
-            return filled
-        if ports.granules.heartbeat(self.request.id, self.owner, ports.clock.now(), ports.lease_seconds):
-            ports.files.promote(self.key)
-            return filled
-        return attrs.evolve(filled, stopped=self._lease_lost())
+        context = self.context
+        match filled:
+            case _Mismatched():
+                context.files.discard_partial(self.key)
+            case _Matched():
+                if not context.granules.heartbeat(
+                    self.request.id, self.owner, context.clock.now(), context.lease_seconds
+                ):
+                    return _Stopped(outcome=self._lease_lost())
+                context.files.promote(self.key)
+            case _Stopped() | _Broken():
+                pass
+        return filled
 
     def _settle(self, filled: _Filled, checksum: str) -> Outcome:
         """After the partial is closed: what the transfer comes to."""
-        if filled.stopped is not None:
-            return filled.stopped
-        if filled.broken is not None:
-            if filled.held == 0:  # nothing to resume: leave no empty file behind
-                self.ports.files.discard_partial(self.key)
-            if isinstance(filled.broken, DeadlineExceeded):
-                return self._out_of_time(filled.broken)
-            return self._hub_failure(filled.broken)
-        if not filled.matches:
-            detail = f"checksum mismatch: expected {checksum}, got {filled.digest}"
-            return self._counted(FailureKind.CHECKSUM_MISMATCH, detail)
-        return self._verified(checksum, filled)
+        match filled:
+            case _Stopped(outcome=outcome):
+                return outcome
+            case _Broken(held=held, error=error):
+                if held == 0:  # nothing to resume: leave no empty file behind
+                    self.context.files.discard_partial(self.key)
+                if isinstance(error, DeadlineExceeded):
+                    return self._out_of_time(error)
+                return self._hub_failure(error)
+            case _Mismatched(digest=digest):
+                return self._counted(FailureKind.CHECKSUM_MISMATCH, f"expected {checksum}, got {digest}")
+            case _Matched(resumed_from=resumed_from):
+                transfer = filled.transfer(self.context.clock.monotonic())
+                return self._verified(checksum, resumed_from=resumed_from, transfer=transfer)
 
-    def _stream_into(self, partial: Partial) -> int | Outcome:
-        """Where this attempt's bytes start once the body has run to its end, or why it stopped early."""
-        ports = self.ports
+    def _stream_into(self, partial: Partial) -> _Streamed:
+        """Stream the body into ``partial`` to its end, or until the attempt must stop between chunks."""
+        context = self.context
         resumed_from = partial.size
         # Only held bytes need a validator: with it the hub answers from byte 0 when the
         # product changed since they arrived, instead of appending the new product's tail.
         validator = partial.validator if resumed_from else None
-        deadline = ports.cancellation.deadline()
-        with ports.hub.open_product(
+        deadline = context.cancellation.deadline()
+        with context.hub.open_product(
             self.request, resumed_from, validator=validator, deadline=deadline
         ) as stream:
             if stream.offset != resumed_from:
@@ -298,79 +326,78 @@ class _Attempt:
                 partial.set_validator(stream.validator)
                 partial.expect_size(stream.total_size)
             total = stream.total_size
-            ports.progress.transferred(self.request.id, resumed_from, total)
+            context.progress.transferred(self.request.id, resumed_from, total)
             for chunk in stream.chunks():
                 partial.write(chunk)
-                ports.progress.transferred(self.request.id, partial.size, total)
+                context.progress.transferred(self.request.id, partial.size, total)
                 stop = self._between_chunks()
                 if stop is not None:
-                    return stop
+                    return _Streamed(resumed_from=resumed_from, stopped=stop)
         if total is not None and partial.size != total:
             detail = f"body ended at byte {partial.size} of {total}"
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail)
-        return resumed_from
+        return _Streamed(resumed_from=resumed_from)
 
-    def _between_chunks(self) -> Outcome | None:
+    def _between_chunks(self) -> Defer | None:
         """``None`` to go on; else the outcome of stopping now (cancelled, or the lease lost)."""
-        ports = self.ports
-        if ports.cancellation.is_set():
-            ports.granules.release(self.request.id, self.owner)
+        context = self.context
+        if context.cancellation.is_set():
+            context.granules.release(self.request.id, self.owner)
             _log.info("attempt cancelled; granule released", extra=self._extra("download_cancelled"))
-            return Defer(delay_seconds=0, reason="cancelled")
-        tick = ports.clock.monotonic()
-        if tick - self._last_beat >= ports.lease_seconds * _HEARTBEAT_SHARE:
+            return Defer(kind=FailureKind.CANCELLED, delay_seconds=0, detail="the worker is stopping")
+        tick = context.clock.monotonic()
+        if tick - self._last_beat >= context.lease_seconds * _HEARTBEAT_SHARE:
             self._last_beat = tick
-            if not ports.granules.heartbeat(
-                self.request.id, self.owner, ports.clock.now(), ports.lease_seconds
+            if not context.granules.heartbeat(
+                self.request.id, self.owner, context.clock.now(), context.lease_seconds
             ):
                 return self._lease_lost()
         return None
 
     def _out_of_time(self, exc: DeadlineExceeded) -> Outcome:
         # Not the hub's fault and not counted: hand the granule back for a later attempt.
-        self.ports.granules.release(self.request.id, self.owner)
+        self.context.granules.release(self.request.id, self.owner)
         _log.info("out of time; granule released", extra=self._extra("download_out_of_time", error=str(exc)))
-        return Defer(delay_seconds=0, reason="out of time")
+        return Defer(kind=FailureKind.OUT_OF_TIME, delay_seconds=0, detail=str(exc))
 
-    def _lease_lost(self) -> Outcome:
+    def _lease_lost(self) -> Defer:
         _log.warning("lease lost to another worker; stopping", extra=self._extra("lease_lost"))
-        return Defer(delay_seconds=1, reason="lease lost")
+        return Defer(kind=FailureKind.LEASE_LOST, delay_seconds=1, detail="the lease could not be renewed")
 
-    def _verified(self, checksum: str, filled: _Filled) -> Outcome:
-        seconds = 0.0 if filled.started is None else self.ports.clock.monotonic() - filled.started
-        transferred = filled.transferred
+    def _verified(self, checksum: str, *, resumed_from: int, transfer: Transfer) -> Outcome:
         attempt = self.granule.download_retries + 1
-        self.granule = self.ports.granules.record(
+        self.granule = self.context.granules.record(
             self.request.id, lifecycle.Verify(owner=self.owner, checksum=checksum)
         )
-        mb_per_s = transferred / seconds / 1e6 if seconds > 0 else 0.0
+        seconds = transfer.seconds
+        mb_per_s = transfer.transferred / seconds / 1e6 if seconds > 0 else 0.0
         _log.info(
             "download verified",
             extra=self._extra(
                 "download_verified",
-                bytes=transferred,
+                bytes=transfer.transferred,
                 seconds=round(seconds, 3),
                 mb_per_s=round(mb_per_s, 1),
                 attempt=attempt,
-                resumed_from=filled.resumed_from,
+                resumed_from=resumed_from,
             ),
         )
-        return self._announce(self.granule, "verified", Transfer(transferred=transferred, seconds=seconds))
+        return self._announce(self.granule, "verified", transfer)
 
     def _announce(self, granule: Granule, reason: str, transfer: Transfer | None = None) -> Outcome:
         if granule.upload_sent:
             return Done(reason=reason, transfer=transfer)
-        self.ports.uploads.send_upload(self.request.id, self.request.filename)
-        self.ports.granules.record(self.request.id, lifecycle.MarkUploadSent())
+        self.context.uploads.send_upload(self.request.id, self.request.filename)
+        self.context.granules.record(self.request.id, lifecycle.MarkUploadSent())
         _log.info("upload message sent", extra=self._extra("upload_queued"))
         return Done(reason=reason, transfer=transfer)
 
     # -- failures -----------------------------------------------------------------
 
     def _hub_failure(self, exc: HubError) -> Outcome:
-        policy = self.ports.policy
+        policy = self.context.policy
         if policy.counts(exc.kind):
-            return self._counted(exc.kind, str(exc))
+            return self._counted(exc.kind, exc.detail)
         retries = self.granule.download_retries
         if exc.kind is FailureKind.OFFLINE:
             delay = MAX_DELAY_SECONDS
@@ -382,75 +409,88 @@ class _Attempt:
             delay = policy.throttled(exc.retry_after, retries)
         else:
             delay = policy.backoff(retries)
-        return self._postpone(str(exc), delay, spends_budget=policy.spends_deferral_budget(exc.kind))
+        return self._postpone(exc.kind, exc.detail, delay)
 
     def _note_claim(self, claimed: Granule) -> None:
         lease = claimed.lease
         if lease is not None:
-            self._claimed_at = lease.expires_at - dt.timedelta(seconds=self.ports.lease_seconds)
-            self._claimed_tick = self.ports.clock.monotonic()
+            self._claimed_at = lease.expires_at - dt.timedelta(seconds=self.context.lease_seconds)
+            self._claimed_tick = self.context.clock.monotonic()
 
     def _store_now(self) -> dt.datetime:
         """Now on the granule store's clock: the claim's time plus what has elapsed since."""
-        clock = self.ports.clock
+        clock = self.context.clock
         if self._claimed_at is None:
             return clock.now()
         return self._claimed_at + dt.timedelta(seconds=clock.monotonic() - self._claimed_tick)
 
-    def _postpone(self, error: str, delay: int, *, spends_budget: bool) -> Outcome:
-        ports = self.ports
-        if spends_budget and ports.policy.deferred_too_long(self.granule.first_attempt_at, self._store_now()):
-            return self._abandon(error)
-        self.granule = ports.granules.record(
-            self.request.id, lifecycle.Postpone(owner=self.owner, error=error)
+    def _postpone(self, kind: FailureKind, detail: str, delay: int) -> Outcome:
+        context = self.context
+        if context.policy.spends_deferral_budget(kind) and context.policy.deferred_too_long(
+            self.granule.first_attempt_at, self._store_now()
+        ):
+            return self._abandon(kind, detail)
+        deferral = Defer(kind=kind, delay_seconds=delay, detail=detail)
+        self.granule = context.granules.record(
+            self.request.id, lifecycle.Postpone(owner=self.owner, error=deferral.reason)
         )
-        _log.warning("postponed", extra=self._extra("download_postponed", error=error, delay=delay))
-        return Defer(delay_seconds=delay, reason=error)
+        _log.warning("postponed", extra=self._extra("download_postponed", error=deferral.reason, delay=delay))
+        return deferral
 
-    def _abandon(self, error: str) -> Outcome:
-        ports = self.ports
+    def _abandon(self, kind: FailureKind, detail: str) -> Outcome:
+        context = self.context
         first = self.granule.first_attempt_at
-        budget = ports.policy.max_defer_seconds
-        self.granule = ports.granules.record(
-            self.request.id, lifecycle.Abandon(owner=self.owner, error=error)
+        budget = context.policy.max_defer_seconds
+        # The last reason is what last_error keeps (docs/interface.md section 6): the
+        # budget that ran out is in the log line.
+        failed = Failed(kind=kind, detail=detail)
+        self.granule = context.granules.record(
+            self.request.id, lifecycle.Abandon(owner=self.owner, error=failed.reason)
         )
-        ports.files.remove(self.key)  # after the lease-checked update, as in _give_up
+        context.files.remove(self.key)  # after the lease-checked update, as in _give_up
         _log.error(
             "deferred past the budget; download failed",
             extra=self._extra(
                 "download_failed",
-                error=error,
+                error=failed.reason,
                 first_attempt_at=None if first is None else first.isoformat(),
                 max_defer_seconds=budget,
             ),
         )
-        return Failed(reason=f"deferred for more than {budget:g} s since the first attempt; last: {error}")
+        return failed
 
     def _counted(self, kind: FailureKind, detail: str) -> Outcome:
-        ports = self.ports
+        context = self.context
         retries = self.granule.download_retries + 1
-        if ports.policy.exhausted(retries):
-            self.granule = ports.granules.record(
-                self.request.id, lifecycle.Exhaust(owner=self.owner, error=detail)
+        if context.policy.exhausted(retries):
+            failed = Failed(kind=kind, detail=detail)
+            self.granule = context.granules.record(
+                self.request.id, lifecycle.Exhaust(owner=self.owner, error=failed.reason)
             )
-            ports.files.remove(self.key)  # after the lease-checked update, as in _give_up
+            context.files.remove(self.key)  # after the lease-checked update, as in _give_up
             _log.error(
                 "retry budget spent; download failed",
-                extra=self._extra("download_failed", error=detail, retries=retries),
+                extra=self._extra("download_failed", error=failed.reason, retries=retries),
             )
-            return Failed(reason=detail)
-        self.granule = ports.granules.record(
-            self.request.id, lifecycle.CountFailure(owner=self.owner, error=detail)
+            return failed
+        retry = RetryLater(kind=kind, delay_seconds=context.policy.backoff(retries), detail=detail)
+        self.granule = context.granules.record(
+            self.request.id, lifecycle.CountFailure(owner=self.owner, error=retry.reason)
         )
-        delay = ports.policy.backoff(retries)
         _log.warning(
             "attempt failed; will retry",
-            extra=self._extra("download_retry", error=detail, kind=kind.value, retries=retries, delay=delay),
+            extra=self._extra(
+                "download_retry",
+                error=retry.reason,
+                kind=kind.value,
+                retries=retries,
+                delay=retry.delay_seconds,
+            ),
         )
-        return RetryLater(delay_seconds=delay, reason=detail)
+        return retry
 
     def _release_quietly(self) -> None:
         try:
-            self.ports.granules.release(self.request.id, self.owner)
+            self.context.granules.release(self.request.id, self.owner)
         except Exception:  # noqa: BLE001 - the original error is the one worth raising
             _log.warning("could not release the granule after an error", extra=self._extra("release_failed"))

@@ -80,7 +80,7 @@ Action = Delete | Resend | HandBack | LeaveForRedrive
 
 
 def outcome_for(
-    body: str, ports: AttemptContext, check_url: Callable[[str], object], *, message_id: str = ""
+    body: str, context: AttemptContext, check_url: Callable[[str], object], *, message_id: str = ""
 ) -> Result:
     """Parse ``body`` and run the use case on it.
 
@@ -95,9 +95,9 @@ def outcome_for(
             exc.reason,
             extra={"event": "bad_message", "message_id": message_id, "reason": exc.reason},
         )
-        return Reject(reason=exc.reason)
+        return Reject(detail=exc.reason)
     try:
-        return handle(request, ports)
+        return handle(request, context)
     except INFRASTRUCTURE_ERRORS as exc:
         # Logged once per outage by the caller's Outage, not once per message here.
         return Unavailable(reason=f"{type(exc).__name__}: {exc}")

@@ -1,8 +1,9 @@
 """``s2-downloader failures``: failed and retrying granules, newest first, and counts per kind.
 
-The kind is read from ``last_error``, stored as ``<kind>: <detail>`` with a failure kind
-of docs/interface.md section 6 (``adapters.granule_queries.kind_of`` names the few
-reasons the use case words itself).
+The kind of a granule is the text of its ``last_error`` before the first ``": "``: the use
+case writes every ``last_error`` as ``<kind>: <detail>`` from the failure's ``FailureKind``,
+so that text is the kind by construction (``adapters.granule_queries.stored_kind``). A
+``last_error`` that does not start with a kind (an earlier version's) is ``other``.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ import attrs
 import urllib3
 
 from s2_downloader.adapters.efs import EfsFileStore
-from s2_downloader.adapters.granule_queries import kind_of
 from s2_downloader.adapters.hub import CdseHub, DhusHub
 from s2_downloader.adapters.hub_http import HubHttp
 from s2_downloader.adapters.memory_granules import MemoryGranuleStore
@@ -207,7 +206,7 @@ class _Fetch:
         granules = MemoryGranuleStore()
         granules.add(Granule(id=self.request.id, filename=self.request.filename))
         settings = self.settings
-        ports = AttemptContext(
+        context = AttemptContext(
             granules=granules,
             hub=self.hub,
             files=files,
@@ -223,17 +222,17 @@ class _Fetch:
             lease_seconds=settings.lease_seconds,
         )
         if self.progress is not None:
-            ports = attrs.evolve(ports, progress=self.progress)
+            context = attrs.evolve(context, progress=self.progress)
         while True:
-            outcome = handle(self.request, ports)
+            outcome = handle(self.request, context)
             match outcome:
                 case Done():
                     return FetchResult(path=self._deliver(staged))
                 case Failed(reason=reason):
                     return FetchResult(error=reason)
-                case RetryLater(reason=reason) if kind_of(reason) == FailureKind.NOT_FOUND.value:
+                case RetryLater(kind=FailureKind.NOT_FOUND, reason=reason):
                     return FetchResult(error=reason)
-                case Defer(reason=reason) if kind_of(reason) == FailureKind.UNAUTHORIZED.value:
+                case Defer(kind=FailureKind.UNAUTHORIZED, reason=reason):
                     return FetchResult(error=reason)
                 case (
                     RetryLater(delay_seconds=delay, reason=reason) | Defer(delay_seconds=delay, reason=reason)

@@ -108,7 +108,7 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
     response = process_batch(
         event,
         context,
-        ports=container.ports,
+        attempt_context=container.context,
         requeue=container.download_queue,
         check_url=container.check_download_url,
         outage=_outage,
@@ -198,7 +198,7 @@ def process_batch(
     event: Mapping[str, Any],
     context: LambdaContext,
     *,
-    ports: AttemptContext,
+    attempt_context: AttemptContext,
     requeue: Requeue,
     check_url: Callable[[str], object],
     margin_seconds: float = LAMBDA_STOP_MARGIN_SECONDS,
@@ -212,7 +212,7 @@ def process_batch(
     """
     outage = Outage("granule store, file store or upload queue") if outage is None else outage
     deadline = _Deadline(context.get_remaining_time_in_millis, margin_seconds)
-    ports = attrs.evolve(ports, cancellation=deadline)
+    attempt_context = attrs.evolve(attempt_context, cancellation=deadline)
     failures: list[dict[str, str]] = []
     records = _records(event)
     if records and deadline.is_set():
@@ -238,7 +238,7 @@ def process_batch(
             failures += _requeue_all(rest, requeue, delay)
             break
         message_id = str(record.get("messageId", ""))
-        result = _handle_record(record, message_id, ports, check_url)
+        result = _handle_record(record, message_id, attempt_context, check_url)
         if result is not None:
             observe(metrics or NullMetrics(), result, first_delivery=_receive_count(record) <= 1)
         if isinstance(result, Unavailable):
@@ -296,13 +296,13 @@ def _requeue_all(records: Sequence[Mapping[str, Any]], requeue: Requeue, delay: 
 def _handle_record(
     record: Mapping[str, Any],
     message_id: str,
-    ports: AttemptContext,
+    attempt_context: AttemptContext,
     check_url: Callable[[str], object],
 ) -> Result | None:
     """The record's result, or None when handling it raised (a bug: logged with its trace)."""
     started = time.monotonic()
     try:
-        result = outcome_for(_body(record), ports, check_url, message_id=message_id)
+        result = outcome_for(_body(record), attempt_context, check_url, message_id=message_id)
     except Exception:  # noqa: BLE001 - logged with its trace; the record comes back after its visibility timeout
         _log.exception("record failed", extra={"event": "record_failed", "message_id": message_id})
         return None

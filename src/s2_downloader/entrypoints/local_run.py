@@ -113,7 +113,7 @@ def _sweep(settings: Settings) -> None:
 def _runner(container: Container, board: ProgressBoard, *, concurrency: int, until_empty: bool) -> Runner:
     return Runner(
         queue=container.download_queue,
-        ports=container.ports,
+        context=container.context,
         check_url=container.check_download_url,
         settings=RunnerSettings(concurrency=concurrency, until_empty=until_empty),
         board=board,

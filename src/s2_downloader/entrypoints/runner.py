@@ -125,7 +125,7 @@ class Runner:
     """Receives, hands each message to a worker thread, keeps its visibility alive, maps outcomes."""
 
     queue: MessageQueue
-    ports: AttemptContext
+    context: AttemptContext
     check_url: Callable[[str], object]
     settings: RunnerSettings = attrs.field(factory=RunnerSettings)
     board: ProgressBoard = attrs.field(factory=ProgressBoard)
@@ -147,7 +147,7 @@ class Runner:
 
     def __attrs_post_init__(self) -> None:
         # The use case checks this between chunks: set, it releases the granule.
-        self.ports = attrs.evolve(self.ports, cancellation=self.cancel, progress=self.board)
+        self.context = attrs.evolve(self.context, cancellation=self.cancel, progress=self.board)
 
     def stop(self) -> None:
         """Stop receiving (a signal handler calls this); in-flight work gets a grace period."""
@@ -264,7 +264,7 @@ class Runner:
         message = entry.message
         outcome_name = "error"
         try:
-            result = outcome_for(message.body, self.ports, self.check_url, message_id=message.message_id)
+            result = outcome_for(message.body, self.context, self.check_url, message_id=message.message_id)
             observe(self.metrics, result, first_delivery=message.receive_count <= 1)
             if isinstance(result, Unavailable):
                 self.outage.failed(result.reason)

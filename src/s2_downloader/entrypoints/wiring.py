@@ -282,7 +282,7 @@ class Container:
     files: EfsFileStore | S3Store
     download_queue: SqsQueue
     uploads: SqsUploadQueue | NoUploads
-    ports: AttemptContext
+    context: AttemptContext
     metrics: Metrics = attrs.field(factory=NullMetrics)
 
     @property
@@ -357,7 +357,7 @@ def build(
         if settings.upload_queue_url is None
         else SqsUploadQueue(queue=SqsQueue(client=sqs, url=settings.upload_queue_url))
     )
-    ports = AttemptContext(
+    context = AttemptContext(
         granules=granules,
         hub=hub,
         files=files,
@@ -381,6 +381,6 @@ def build(
         files=files,
         download_queue=download_queue,
         uploads=uploads,
-        ports=ports,
+        context=context,
         metrics=NullMetrics() if metrics is None else metrics,
     )
