@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -270,11 +271,21 @@ def test_a_broken_stream_does_not_stop_the_caller(caplog: pytest.LogCaptureFixtu
     assert 1 == len([r for r in caplog.records if getattr(r, "event", "") == "metrics_broken"])
 
 
-def test_null_metrics_write_nothing() -> None:
-    """NullMetrics takes every call and reports nothing."""
-    metrics: Metrics = NullMetrics()
+def test_null_metrics_write_nothing(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """NullMetrics takes every call and writes nothing to stdout, stderr or the log (EMF, alike, does)."""
+    caplog.set_level(logging.DEBUG)
+    null: Metrics = NullMetrics()
     for _, call, _, _ in EVENTS:
-        call(metrics)
+        call(null)
+    assert ("", "", []) == (*capsys.readouterr(), caplog.records)
+
+    # The same capture sees what a writing implementation writes: the check above can fail.
+    emf: Metrics = EmfMetrics(sys.stdout, hub="cdse")
+    for _, call, _, _ in EVENTS:
+        call(emf)
+    assert len(EVENTS) == len(capsys.readouterr().out.splitlines())
 
 
 @pytest.mark.parametrize(

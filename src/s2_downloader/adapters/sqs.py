@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s2_downloader.adapters.wire import upload_message
 from s2_downloader.domain.errors import QueueError
+from s2_downloader.domain.retry import MAX_DELAY_SECONDS
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LONG_POLL_SECONDS",
-    "MAX_DELAY_SECONDS",
     "MAX_VISIBILITY_SECONDS",
     "QueueCounts",
     "ReceiptExpired",
@@ -45,9 +45,9 @@ __all__ = [
     "queue_url_of_arn",
 ]
 
-#: SQS's own limits; values outside them are clamped rather than sent to fail.
+#: SQS's own limits; values outside them are clamped rather than sent to fail (the longest
+#: DelaySeconds, which is also the longest back-off, is the domain's MAX_DELAY_SECONDS).
 LONG_POLL_SECONDS: Final = 20
-MAX_DELAY_SECONDS: Final = 900
 MAX_VISIBILITY_SECONDS: Final = 43_200
 _MAX_BATCH: Final = 10
 #: SendMessageBatch's limit on the bodies of one call, with room for the attributes.

@@ -17,7 +17,8 @@ __all__ = [
     "RetryPolicy",
 ]
 
-#: SQS caps DelaySeconds and docs/interface.md caps the back-off at this.
+#: SQS's longest DelaySeconds, defined here once: the back-off, Retry-After and every re-send
+#: with a delay are capped at it (docs/interface.md).
 MAX_DELAY_SECONDS = 900
 
 #: Failures that spend the retry budget; the others only postpone. A response the

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import attrs
 
-from s2_downloader.adapters.sqs import MAX_DELAY_SECONDS
 from s2_downloader.adapters.wire import parse_download_message
 from s2_downloader.domain import AttemptContext, Defer, Done, Failed, Outcome, Reject, RetryLater, handle
 from s2_downloader.domain.errors import BadRequest, FileStoreError, QueueError, StoreError
+from s2_downloader.domain.retry import MAX_DELAY_SECONDS
 
 __all__ = [
     "INFRASTRUCTURE_ERRORS",
