@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ __all__ = [
     "partial_files",
     "rows",
     "upload_bodies",
-    "wait_until",
 ]
 
 
@@ -31,16 +28,6 @@ def file_md5(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds have passed; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def on_disk(path: Path) -> int:

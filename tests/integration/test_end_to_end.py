@@ -23,9 +23,9 @@ from tests.integration.e2e import (
     partial_files,
     rows,
     upload_bodies,
-    wait_until,
 )
 from tests.integration.fixtures_stack import log_events, run_cli, start_runner
+from tests.waiting import wait_until
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -173,9 +173,9 @@ def test_kill_nine_mid_download_then_restart_resumes(pipeline: Pipeline) -> None
     (product,) = pipeline.seed([("KILLED", 8 * MIB)])
     runner = start_runner(pipeline, LEASE_SECONDS="3")
     partial = pipeline.efs_dir / "KILLED" / ".KILLED.zip.partial"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > MIB):
-        time.sleep(0.1)
+    assert wait_until(lambda: partial.exists() and partial.stat().st_size > MIB, timeout=30, interval=0.1), (
+        "no partial over 1 MiB within 30 s: the kill would not land mid-download"
+    )
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=10)
     assert partial.exists()

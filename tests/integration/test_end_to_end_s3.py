@@ -20,9 +20,10 @@ from s2_downloader.entrypoints.config import Settings
 from s2_downloader.entrypoints.wiring import build
 from s2_downloader.testing.hubsim import Fault, RecordedRequest
 from s2_downloader.testing.stack import Pipeline
-from tests.integration.e2e import assert_in_bucket, rows, upload_bodies, wait_until
+from tests.integration.e2e import assert_in_bucket, rows, upload_bodies
 from tests.integration.fixtures_stack import log_events, run_cli, start_runner
 from tests.integration.test_lambda_handler import FakeLambdaContext, _acknowledge, _event
+from tests.waiting import wait_until
 
 KIB = 1024
 MIB = 1024 * KIB

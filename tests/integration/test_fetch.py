@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from s2_downloader.testing.hubsim import Fault
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import file_md5
 from tests.integration.fixtures_stack import CLI, cli_env
+from tests.waiting import wait_until
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -108,9 +108,9 @@ def test_a_killed_fetch_is_resumed_by_the_next(pipeline: Pipeline, tmp_path: Pat
         stdin=subprocess.DEVNULL,
     )
     partial = tmp_path / ".s2-fetch" / product.id / f".{product.id}.zip.partial"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 256 * KIB):
-        time.sleep(0.05)
+    assert wait_until(lambda: partial.exists() and partial.stat().st_size >= 256 * KIB, timeout=30), (
+        "no 256 KiB partial within 30 s: the kill would not land mid-download"
+    )
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     held = partial.stat().st_size

@@ -8,7 +8,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -23,19 +22,10 @@ from s2_downloader.entrypoints.runner import Runner, RunnerSettings
 from tests.unit.fake_queue import FakeQueue, ManualClock
 from tests.unit.fakes import HubFault, InMemoryGranuleStore
 from tests.unit.world import HUB, World
+from tests.waiting import wait_until
 
 #: Readings of an empty queue this far apart keep the until-empty tests quick.
 FAST_EMPTY = RunnerSettings(until_empty=True, empty_interval=0.02)
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def on_hub(url: str) -> None:
@@ -129,9 +119,7 @@ def test_bad_input_is_left_for_the_dead_letter_queue() -> None:
     runner = Runner(queue=queue, context=world.context(), check_url=on_hub, settings=RunnerSettings())
     thread = threading.Thread(target=runner.run)
     thread.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and queue.messages["m0"].receive_count < 3:
-        time.sleep(0.01)
+    assert wait_until(lambda: queue.messages["m0"].receive_count >= 3, timeout=5), "not received 3 times"
     runner.stop()
     thread.join(10)
     assert ([], True) == (queue.deleted, queue.messages["m0"].receive_count >= 3)
