@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2_downloader.adapters.efs import PARTIAL_SUFFIX, EfsFileStore, partial_name
+from s2_downloader.adapters.store.efs import PARTIAL_SUFFIX, EfsFileStore, partial_name
 from s2_downloader.domain.errors import FileStoreError, PartialInUse
 from s2_downloader.domain.ports import FileKey, Files
 

@@ -19,9 +19,9 @@ from botocore.stub import Stubber
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s2_downloader.adapters import md5state
 from s2_downloader.adapters.postgres import PostgresGranuleStore
-from s2_downloader.adapters.s3 import S3Store
+from s2_downloader.adapters.store import md5state
+from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import Done, RetryLater, State
 from s2_downloader.domain.errors import FileStoreError, PartialInUse, StoreUnavailable
 from s2_downloader.domain.ports import FileKey

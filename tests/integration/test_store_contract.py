@@ -12,8 +12,8 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from s2_downloader.adapters.efs import EfsFileStore
-from s2_downloader.adapters.s3 import S3Store
+from s2_downloader.adapters.store.efs import EfsFileStore
+from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain.ports import FileKey, Files
 from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
 from tests.store_contract import store_machine

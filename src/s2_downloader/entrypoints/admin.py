@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from s2_downloader.adapters.granule_queries import GranuleQueries, RequeueFilter
 from s2_downloader.adapters.postgres import PostgresGranuleStore, StoreStatus, migrate
-from s2_downloader.adapters.s3 import OpenUpload, S3Store
 from s2_downloader.adapters.sqs import SqsQueue
+from s2_downloader.adapters.store.s3 import OpenUpload, S3Store
 from s2_downloader.domain.errors import FileStoreError
 from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.failures import failures_json, failures_text

@@ -27,6 +27,7 @@ import attrs
 
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
 from s2_downloader.adapters.sqs import queue_url_of_arn
+from s2_downloader.adapters.store.efs.sweep import PartialSweep
 from s2_downloader.domain import AttemptContext
 from s2_downloader.domain.errors import QueueError, S2DownloaderError
 from s2_downloader.entrypoints.config import ConfigError, Settings
@@ -43,7 +44,6 @@ from s2_downloader.entrypoints.dispatch import (
 )
 from s2_downloader.entrypoints.logs import configure_logging
 from s2_downloader.entrypoints.observe import observe
-from s2_downloader.entrypoints.sweep import PartialSweep
 from s2_downloader.entrypoints.wiring import (
     LAMBDA_STOP_MARGIN_SECONDS,
     Container,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
+from s2_downloader.adapters.store.efs.sweep import sweep_mount
 from s2_downloader.entrypoints.config import Settings
 from s2_downloader.entrypoints.logs import JsonFormatter, configure_logging
 from s2_downloader.entrypoints.progress import (
@@ -27,7 +28,6 @@ from s2_downloader.entrypoints.progress import (
     TerminalDisplay,
 )
 from s2_downloader.entrypoints.runner import Runner, RunnerSettings
-from s2_downloader.entrypoints.sweep import sweep_mount
 from s2_downloader.entrypoints.wiring import Container, build, check_not_fifo
 
 if TYPE_CHECKING:
