@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s2_downloader.adapters.postgres import PostgresGranuleStore
+from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger
 from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import Done, RetryLater, State
@@ -388,12 +388,13 @@ def test_the_upload_record_lives_on_the_granule_row(
 ) -> None:
     """With the PostgreSQL ledger, a new process resumes from the parts recorded in store_upload."""
     seed_granules(granule_store.pool, [SeedGranule(id="g1", filename="g1.SAFE")])
+    ledger = PostgresUploadLedger(granule_store.pool)
     product = os.urandom(3 * PART + 3)
-    with _store(client, bucket, granule_store).open_partial(KEY, checksum=md5(product)) as partial:
+    with _store(client, bucket, ledger).open_partial(KEY, checksum=md5(product)) as partial:
         partial.write(product[: 2 * PART + 50])
-    record = granule_store.load_upload("g1")
+    record = ledger.load("g1")
 
-    store = _store(client, bucket, granule_store)
+    store = _store(client, bucket, PostgresUploadLedger(granule_store.pool))
     with store.open_partial(KEY, checksum=md5(product)) as partial:
         held = partial.size
         partial.write(product[held:])
@@ -401,7 +402,7 @@ def test_the_upload_record_lives_on_the_granule_row(
 
     assert record is not None
     assert ([1, 2], 2 * PART) == ([p["number"] for p in record["parts"]], held)
-    assert (product, None) == (_object(client, bucket, "g1.zip"), granule_store.load_upload("g1"))
+    assert (product, None) == (_object(client, bucket, "g1.zip"), ledger.load("g1"))
 
 
 # -- sizes, keys, housekeeping, errors ----------------------------------------------------

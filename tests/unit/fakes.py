@@ -31,6 +31,7 @@ from s2_downloader.domain.ports import (
     Hub,
     Partial,
     ProductStream,
+    UploadLedger,
     UploadQueue,
 )
 from s2_downloader.domain.request import DownloadRequest
@@ -434,23 +435,29 @@ class InMemoryFiles:
 
 @attrs.define
 class InMemoryUploadLedger:
-    """The ``store_upload`` column as a dict (the S3 store's ``UploadLedger``), with crashes."""
+    """The ``store_upload`` column as a dict (the S3 store's ``UploadLedger``), with crashes.
+
+    Like the column, it keeps records only for granules the table holds: those in
+    ``granules`` when one is given, every granule otherwise.
+    """
 
     records: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    granules: InMemoryGranuleStore | None = None
 
-    def load_upload(self, granule_id: str) -> dict[str, Any] | None:
+    def load(self, granule_id: str) -> dict[str, Any] | None:
         """The record of the granule's upload in progress, or ``None``."""
         self.crashes.tick("ledger.load")
         record = self.records.get(granule_id)
         return None if record is None else json.loads(json.dumps(record))
 
-    def save_upload(self, granule_id: str, record: Mapping[str, Any]) -> None:
+    def save(self, granule_id: str, record: Mapping[str, Any]) -> None:
         """Replace the record (a JSON round trip, as the column does)."""
         self.crashes.tick("ledger.save")
-        self.records[granule_id] = json.loads(json.dumps(record))
+        if self.granules is None or granule_id in self.granules.granules:
+            self.records[granule_id] = json.loads(json.dumps(record))
 
-    def clear_upload(self, granule_id: str) -> None:
+    def clear(self, granule_id: str) -> None:
         """Forget the record."""
         self.crashes.tick("ledger.clear")
         self.records.pop(granule_id, None)
@@ -476,6 +483,7 @@ def _check_protocols(  # noqa: PLR0917 - one argument per port
     uploads: FakeUploadQueue,
     clock: FakeClock,
     cancellation: FakeCancellation,
-) -> tuple[GranuleStore, Hub, Files, UploadQueue, Clock, Cancellation]:
+    ledger: InMemoryUploadLedger,
+) -> tuple[GranuleStore, Hub, Files, UploadQueue, Clock, Cancellation, UploadLedger]:
     """Never called: mypy checks each fake against its Protocol here."""
-    return store, hub, files, uploads, clock, cancellation
+    return store, hub, files, uploads, clock, cancellation, ledger

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -25,6 +25,7 @@ __all__ = [
     "PartialFiles",
     "ProductStream",
     "Progress",
+    "UploadLedger",
     "UploadQueue",
 ]
 
@@ -199,6 +200,28 @@ class FinalFiles(Protocol):
 
 class Files(FinalFiles, PartialFiles, Protocol):
     """The product store (an EFS mount or an S3 bucket): final products and data in progress."""
+
+
+class UploadLedger(Protocol):
+    """Where a store keeps the record of a granule's upload in progress between attempts.
+
+    The S3 store's port, not the use case's: it records the multipart upload id and the
+    parts done, and reads them back to resume. The record is a JSON object the store
+    defines and the ledger keeps as it is (PostgreSQL: the granule row's ``store_upload``);
+    a granule the table does not hold has no record.
+    """
+
+    def load(self, granule_id: str) -> Mapping[str, Any] | None:
+        """The record last saved for the granule (a copy of its own), or ``None``."""
+        ...
+
+    def save(self, granule_id: str, record: Mapping[str, Any]) -> None:
+        """Replace the granule's record with ``record``."""
+        ...
+
+    def clear(self, granule_id: str) -> None:
+        """Forget the granule's record, if it has one."""
+        ...
 
 
 class UploadQueue(Protocol):

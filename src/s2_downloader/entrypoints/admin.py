@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from s2_downloader.adapters.granule_queries import GranuleQueries, RequeueFilter
-from s2_downloader.adapters.postgres import PostgresGranuleStore, StoreStatus, migrate
+from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger, StoreStatus, migrate
 from s2_downloader.adapters.sqs import SqsQueue
 from s2_downloader.adapters.store.s3 import OpenUpload, S3Store
 from s2_downloader.domain.errors import FileStoreError
@@ -76,7 +76,7 @@ def _stale_uploads(settings: Settings, granules: PostgresGranuleStore) -> list[O
     store = S3Store(
         client=boto3.session.Session().client("s3"),
         bucket=settings.upload_bucket,
-        ledger=granules,
+        ledger=PostgresUploadLedger(granules.pool),
         object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
     )
     try:

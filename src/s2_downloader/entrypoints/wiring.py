@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
 from s2_downloader.adapters.hub_cdse import TokenSource
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
-from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
+from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger, open_pool
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, SsmTokens, hls_token_parameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
@@ -238,7 +238,7 @@ def _s3_client(concurrency: int) -> S3Client:
 
 
 def _store(
-    settings: Settings, granules: PostgresGranuleStore, concurrency: int, s3: S3Client | None
+    settings: Settings, db_pool: ConnectionPool[Any], concurrency: int, s3: S3Client | None
 ) -> EfsFileStore | S3Store:
     """The store ``STORE`` names: the EFS mount, or the bucket (its upload records on the granule row)."""
     if settings.store != "s3":
@@ -246,7 +246,7 @@ def _store(
     store = S3Store(
         client=_s3_client(concurrency) if s3 is None else s3,
         bucket=settings.upload_bucket or "",
-        ledger=granules,
+        ledger=PostgresUploadLedger(db_pool),
         object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
     )
     try:
@@ -350,7 +350,7 @@ def build(
     db_pool = open_database(settings, max_size=concurrency + 2)
     sqs = _sqs_client(concurrency, long_poll=long_poll) if sqs is None else sqs
     granules = PostgresGranuleStore(pool=db_pool, max_retries=settings.max_download_retries)
-    files = _store(settings, granules, concurrency, s3)
+    files = _store(settings, db_pool, concurrency, s3)
     download_queue = SqsQueue(client=sqs, url=download_url)
     uploads: SqsUploadQueue | NoUploads = (
         NoUploads()

@@ -31,8 +31,9 @@ from s2_downloader.adapters.store.s3.checksums import (
     new_product_hash,
     plain_etag,
 )
-from s2_downloader.adapters.store.s3.records import Part, UploadLedger, UploadRecord
+from s2_downloader.adapters.store.s3.records import Part, UploadRecord
 from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.ports import UploadLedger
 
 __all__ = ["MAX_PARTS", "MIB", "S3Partial"]
 
@@ -130,14 +131,14 @@ class S3Partial:
             self._put_whole()
         else:
             self._complete()
-        self.ledger.clear_upload(self.granule_id)
+        self.ledger.clear(self.granule_id)
         self.closed = True
 
     def abort(self) -> None:
         """Abort the multipart upload, if any, and forget its record."""
         if self.upload_id is not None:
             self._abort_upload()
-        self.ledger.clear_upload(self.granule_id)
+        self.ledger.clear(self.granule_id)
         self.parts, self.candidates = [], {}
         self._parts_md5 = new_product_hash()
         self._buffer.clear()
@@ -238,4 +239,4 @@ class S3Partial:
             md5_state=state,
             validator=self._validator,
         )
-        self.ledger.save_upload(self.granule_id, record.json())
+        self.ledger.save(self.granule_id, record.json())

@@ -1,4 +1,4 @@
-"""The record of an upload in progress, as the S3 store keeps it in its ``UploadLedger`` between attempts.
+"""The record of an upload in progress, as the S3 store keeps it in an ``UploadLedger`` between attempts.
 
 After each part the upload id, the object key and checksum it was started for, the part
 size, the parts done (number, size, ETag), the MD5 state after them and the validator of
@@ -10,27 +10,11 @@ together, parses as ``None`` and is started over.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
-__all__ = ["Part", "UploadLedger", "UploadRecord"]
-
-
-class UploadLedger(Protocol):
-    """Where the S3 store keeps the record of a granule's upload in progress (JSON), between attempts."""
-
-    def load_upload(self, granule_id: str) -> Mapping[str, Any] | None:
-        """The record last saved for the granule, or ``None``."""
-        ...
-
-    def save_upload(self, granule_id: str, record: Mapping[str, Any]) -> None:
-        """Replace the granule's record."""
-        ...
-
-    def clear_upload(self, granule_id: str) -> None:
-        """Forget the granule's record."""
-        ...
+__all__ = ["Part", "UploadRecord"]
 
 
 @attrs.frozen

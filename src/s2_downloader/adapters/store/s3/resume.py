@@ -17,7 +17,8 @@ from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3.bucket import Bucket
 from s2_downloader.adapters.store.s3.checksums import plain_etag
 from s2_downloader.adapters.store.s3.partial import S3Partial
-from s2_downloader.adapters.store.s3.records import Part, UploadLedger, UploadRecord
+from s2_downloader.adapters.store.s3.records import Part, UploadRecord
+from s2_downloader.domain.ports import UploadLedger
 
 __all__ = ["resume"]
 
@@ -34,7 +35,7 @@ def resume(
         checksum=checksum,
         part_size=part_size,
     )
-    saved = ledger.load_upload(granule_id)
+    saved = ledger.load(granule_id)
     if saved is None:
         # An upload begun by an attempt that died before recording it: nobody can
         # resume it, and the lease makes this attempt the only writer of the key.
@@ -45,11 +46,11 @@ def resume(
         # Another key or another checksum (the metadata would be wrong): start over.
         if record is not None:
             bucket.abort_upload(record.key, record.upload_id)
-        ledger.clear_upload(granule_id)
+        ledger.clear(granule_id)
         return fresh
     listed = bucket.list_parts(object_key, record.upload_id)
     if listed is None:
-        ledger.clear_upload(granule_id)
+        ledger.clear(granule_id)
         return fresh
     kept = _kept_parts(record, listed)
     restored = (

@@ -30,14 +30,14 @@ import attrs
 
 from s2_downloader.adapters.store.s3.bucket import Bucket, OpenUpload
 from s2_downloader.adapters.store.s3.partial import S3Partial
-from s2_downloader.adapters.store.s3.records import UploadLedger, UploadRecord
+from s2_downloader.adapters.store.s3.records import UploadRecord
 from s2_downloader.adapters.store.s3.resume import resume
 from s2_downloader.domain.errors import FileStoreError, PartialInUse
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-    from s2_downloader.domain.ports import FileKey
+    from s2_downloader.domain.ports import FileKey, UploadLedger
 
 __all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3Store"]
 
@@ -144,10 +144,10 @@ class S3Store:
         if partial is not None:
             partial.abort()
             return
-        record = UploadRecord.parse(self.ledger.load_upload(key.granule_id) or {})
+        record = UploadRecord.parse(self.ledger.load(key.granule_id) or {})
         if record is not None:
             self._bucket.abort_upload(record.key, record.upload_id)
-        self.ledger.clear_upload(key.granule_id)
+        self.ledger.clear(key.granule_id)
         # Also one begun by an attempt that died before recording it.
         self._bucket.abort_uploads_of(self.object_key(key))
 
