@@ -431,10 +431,33 @@ def test_open_uploads_older_than_a_day_are_listed(
     # moto dates every upload alike, so the clock is set from what it reports.
     now = client.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Initiated"] + dt.timedelta(hours=1)
 
-    later = store.open_uploads_older_than(86400, now=now + dt.timedelta(days=2))
-    now_list = store.open_uploads_older_than(86400, now=now)
+    later = store.leftovers(86400, now=now + dt.timedelta(days=2))
+    now_list = store.leftovers(86400, now=now)
 
-    assert ([("left.zip", upload)], []) == ([(u.key, u.upload_id) for u in later], now_list)
+    assert "open multipart uploads" == later.kind
+    assert ([("left.zip", upload)], ()) == ([(u.where, u.upload_id) for u in later.items], now_list.items)
+
+
+def test_uploads_that_cannot_be_listed_say_so(ledger: InMemoryUploadLedger) -> None:
+    """A bucket that does not answer: FileStoreError saying the multipart uploads could not be listed."""
+    client = s3_client("http://127.0.0.1:9")
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "list_multipart_uploads", service_error_code="AccessDenied", http_status_code=403
+        )
+        with pytest.raises(FileStoreError, match=r"^cannot list multipart uploads: S3 ListMultipartUploads"):
+            _store(client, "products", ledger).leftovers(86400)
+
+
+def test_the_s3_store_sweeps_nothing(client: S3Client, bucket: str, ledger: InMemoryUploadLedger) -> None:
+    """Its leftovers are aborted per granule and by the bucket's lifecycle rule: a sweep leaves uploads be."""
+    store = _store(client, bucket, ledger)
+    product = os.urandom(2 * PART)
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        partial.write(product[: PART + 1])
+
+    assert (0, 0) == (store.sweep_leftovers(), store.sweep_some_leftovers())
+    assert ["g1.zip"] == _uploads(client, bucket)
 
 
 def test_throttling_becomes_store_unavailable(ledger: InMemoryUploadLedger) -> None:

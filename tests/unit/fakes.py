@@ -26,11 +26,13 @@ from s2_downloader.domain.ports import (
     Cancellation,
     Clock,
     FileKey,
-    Files,
     GranuleStore,
     Hub,
+    Leftover,
+    Leftovers,
     Partial,
     ProductStream,
+    Store,
     UploadLedger,
     UploadQueue,
 )
@@ -363,7 +365,10 @@ class _FakePartial:
 
 @attrs.define
 class InMemoryFiles:
-    """The product store as dicts: final products and partials (with the checksum each was opened for)."""
+    """The product store as dicts: final products and partials (with the checksum each was opened for).
+
+    Its chores act on the partials a test marks ``abandoned``, as if an attempt that is gone left them.
+    """
 
     finals: dict[FileKey, bytes] = attrs.field(factory=dict)
     partials: dict[FileKey, bytearray] = attrs.field(factory=dict)
@@ -374,6 +379,8 @@ class InMemoryFiles:
     keeps_mismatched_finals: bool = False
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     open_partials: Counter[FileKey] = attrs.field(factory=Counter)
+    #: Partials an attempt that is gone left behind (the test says which), and when it began them.
+    abandoned: dict[FileKey, dt.datetime] = attrs.field(factory=dict)
 
     def final_digest(self, key: FileKey) -> str | None:
         """MD5 of the final file, if any."""
@@ -432,6 +439,37 @@ class InMemoryFiles:
         self.crashes.tick("files.discard_partial")
         self._drop_partial(key)
 
+    def sweep_leftovers(self) -> int:
+        """Drop every abandoned partial that is not open now; how many there were."""
+        return sum(self._sweep(key) for key in list(self.abandoned))
+
+    def sweep_some_leftovers(self) -> int:
+        """Drop the first abandoned partial that is not open now, if any."""
+        for key in list(self.abandoned):
+            if self._sweep(key):
+                return 1
+        return 0
+
+    def leftovers(self, older_than_seconds: float, *, now: dt.datetime | None = None) -> Leftovers:
+        """The abandoned partials begun more than ``older_than_seconds`` before ``now`` (default: EPOCH)."""
+        cutoff = (now or EPOCH) - dt.timedelta(seconds=older_than_seconds)
+        return Leftovers(
+            kind="abandoned partials",
+            items=tuple(
+                Leftover(where=f"{key.granule_id}/{key.filename}", upload_id=None, since=since)
+                for key, since in self.abandoned.items()
+                if since < cutoff and key in self.partials
+            ),
+        )
+
+    def _sweep(self, key: FileKey) -> bool:
+        if self.open_partials[key]:
+            return False
+        del self.abandoned[key]
+        held = key in self.partials
+        self._drop_partial(key)
+        return held
+
 
 @attrs.define
 class InMemoryUploadLedger:
@@ -484,6 +522,6 @@ def _check_protocols(  # noqa: PLR0917 - one argument per port
     clock: FakeClock,
     cancellation: FakeCancellation,
     ledger: InMemoryUploadLedger,
-) -> tuple[GranuleStore, Hub, Files, UploadQueue, Clock, Cancellation, UploadLedger]:
+) -> tuple[GranuleStore, Hub, Store, UploadQueue, Clock, Cancellation, UploadLedger]:
     """Never called: mypy checks each fake against its Protocol here."""
     return store, hub, files, uploads, clock, cancellation, ledger

@@ -27,7 +27,6 @@ import attrs
 
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
 from s2_downloader.adapters.sqs import queue_url_of_arn
-from s2_downloader.adapters.store.efs.sweep import PartialSweep
 from s2_downloader.domain import AttemptContext
 from s2_downloader.domain.errors import QueueError, S2DownloaderError
 from s2_downloader.entrypoints.config import ConfigError, Settings
@@ -114,10 +113,10 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
         outage=_outage,
         metrics=container.metrics,
     )
-    settings = container.settings
-    if settings.store == "efs" and context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
-        # One granule directory per invocation: the whole mount over many invocations, cheaply.
-        _sweep(settings.efs_mount_dir or "").step()
+    if context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
+        # The store's share of sweeping per invocation (EFS: one granule directory; S3:
+        # nothing): the whole store over many invocations, cheaply.
+        container.files.sweep_some_leftovers()
     _raise_if_nothing_handled(event, response)
     return response
 
@@ -141,12 +140,6 @@ def _container(settings: Settings) -> Container:
         container.close()
         raise
     return container
-
-
-@functools.cache
-def _sweep(mount: str) -> PartialSweep:
-    """The mount's sweep, one per execution environment: it remembers which directory is next."""
-    return PartialSweep(mount=mount)
 
 
 def _raise_if_nothing_handled(event: Mapping[str, Any], response: Mapping[str, list[dict[str, str]]]) -> None:

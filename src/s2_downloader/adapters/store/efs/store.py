@@ -2,17 +2,17 @@
 
 Where things live and how paths are checked: ``paths.py``. Partial files, their lock and
 their validator sidecar: ``partial.py``. Final files and the rename into place:
-``final.py``. Stale partials: ``sweep.py``. Every ``OSError`` leaves as ``FileStoreError``
-naming the path.
+``final.py``. Stale partials, the store's chore: ``sweep.py``. Every ``OSError`` from an
+attempt's calls leaves as ``FileStoreError`` naming the path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,29 +20,33 @@ import attrs
 
 from s2_downloader.adapters.store.efs import final
 from s2_downloader.adapters.store.efs.partial import EfsPartial, open_locked, unlink, unlink_partial
-from s2_downloader.adapters.store.efs.paths import (
-    file_error,
-    granule_directory,
-    partial_name,
-    sidecar_names,
-)
-from s2_downloader.adapters.store.efs.sweep import sweep_directory
+from s2_downloader.adapters.store.efs.paths import granule_directory, partial_name, sidecar_names
+from s2_downloader.adapters.store.efs.sweep import STALE_PARTIAL_SECONDS, PartialSweep, sweep_mount
 from s2_downloader.domain.errors import FileStoreError
 
 if TYPE_CHECKING:
-    from s2_downloader.domain.ports import FileKey
+    from s2_downloader.domain.ports import FileKey, Leftovers
 
 __all__ = ["EfsFileStore"]
 
 
 @attrs.define
 class EfsFileStore:
-    """Products and partial files under ``mount`` (the ``Files`` port: final products and partials)."""
+    """Products and partial files under ``mount``: the ``Store`` port (``Files`` and its chores)."""
 
     mount: Path = attrs.field(converter=Path)
+    #: A partial not written for this long belongs to an attempt that is gone (far above any lease).
+    stale_after_seconds: float = STALE_PARTIAL_SECONDS
+    #: Wall time in seconds since the epoch, which partial files' ages are measured on.
+    clock: Callable[[], float] = time.time
     #: The partials open through this store, by path: promote needs the descriptor that was hashed.
     _open: dict[Path, EfsPartial] = attrs.field(factory=dict, init=False, repr=False)
     _open_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    #: Where the next ``sweep_some_leftovers`` carries on.
+    _sweep: PartialSweep = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._sweep = PartialSweep(str(self.mount), self.stale_after_seconds, self.clock)
 
     # -- paths ----------------------------------------------------------------------
 
@@ -118,26 +122,17 @@ class EfsFileStore:
         unlink_partial(directory, key.filename)
         final.remove_if_empty(directory)
 
-    # -- housekeeping ---------------------------------------------------------------
+    # -- StoreChores -----------------------------------------------------------------
 
-    def sweep_stale_partials(self, older_than_seconds: float, now: float | None = None) -> int:
-        """Delete partial files not written for ``older_than_seconds``; returns how many.
+    def sweep_leftovers(self) -> int:
+        """Remove the stale partials of every granule directory; an unreadable one is logged and skipped."""
+        return sweep_mount(str(self.mount), self.stale_after_seconds, now=self.clock())
 
-        Looks one level of granule directories deep and never touches a final file.
-        ``now`` is seconds since the epoch (default: the current time). Choose the age
-        well above the lease: a partial younger than that may still be written to.
-        """
-        cutoff = (time.time() if now is None else now) - older_than_seconds
-        removed = 0
-        try:
-            granules = [entry for entry in os.scandir(self.mount) if entry.is_dir(follow_symlinks=False)]
-        except OSError as exc:
-            raise file_error("list", self.mount, exc) from exc
-        for granule in granules:
-            try:
-                removed += sweep_directory(granule.path, cutoff)
-            except FileNotFoundError:
-                continue  # removed while we looked
-            except OSError as exc:
-                raise file_error("sweep", granule.path, exc) from exc
-        return removed
+    def sweep_some_leftovers(self) -> int:
+        """Remove the stale partial files of the next granule directory, round the mount."""
+        return self._sweep.step()
+
+    def leftovers(self, older_than_seconds: float, *, now: dt.datetime | None = None) -> Leftovers | None:
+        """None: partials cost nothing, the workers sweep them, and ``status`` need not walk the mount."""
+        del older_than_seconds, now
+        return None

@@ -7,7 +7,6 @@ multipart upload in progress), ``resume`` (opening it again from its record) and
 (``S3Store``, the port they make together).
 """
 
-from s2_downloader.adapters.store.s3.bucket import OpenUpload
 from s2_downloader.adapters.store.s3.partial import MAX_PARTS, S3Partial
 from s2_downloader.adapters.store.s3.store import DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Store
 
@@ -15,7 +14,6 @@ __all__ = [
     "DEFAULT_PART_SIZE",
     "MAX_PARTS",
     "MIN_PART_SIZE",
-    "OpenUpload",
     "S3Partial",
     "S3Store",
 ]

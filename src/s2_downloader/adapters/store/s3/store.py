@@ -7,7 +7,9 @@ completed only when its MD5 is the hub's checksum, resumed from the record its
 ``UploadLedger`` keeps (``resume.py``, ``records.py``). ``final_digest`` trusts only an
 MD5 the object states (``bucket.py``); any other object at the key is left alone until a
 verified upload replaces it (``discard_final`` and ``remove`` never delete an object).
-``remove`` (a granule failed for good) aborts the granule's open multipart uploads.
+``remove`` (a granule failed for good) aborts the granule's open multipart uploads. Of the
+chores, only the report is S3's: ``status`` lists the bucket's old multipart uploads, which
+S3 charges for; a sweep has nothing to do.
 
 Every botocore error leaves as ``FileStoreError``: throttling (``SlowDown``, 503) and
 unreachable endpoints as ``StoreUnavailable``, which the entry points hand back without
@@ -28,11 +30,12 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from s2_downloader.adapters.store.s3.bucket import Bucket, OpenUpload
+from s2_downloader.adapters.store.s3.bucket import Bucket
 from s2_downloader.adapters.store.s3.partial import S3Partial
 from s2_downloader.adapters.store.s3.records import UploadRecord
 from s2_downloader.adapters.store.s3.resume import resume
 from s2_downloader.domain.errors import FileStoreError, PartialInUse
+from s2_downloader.domain.ports import Leftover, Leftovers
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -49,7 +52,7 @@ MIN_PART_SIZE: Final = 5 * 1024 * 1024
 
 @attrs.define
 class S3Store:
-    """Verified products as objects of ``bucket`` (the ``Files`` port); see the module docstring.
+    """Verified products as objects of ``bucket``: the ``Store`` port (``Files`` and its chores).
 
     ``client`` is a boto3 S3 client (its retries and timeouts are the caller's choice);
     ``object_key`` renders a product's key (``S3_KEY_TEMPLATE`` filled in). ``min_part_size``
@@ -151,12 +154,31 @@ class S3Store:
         # Also one begun by an attempt that died before recording it.
         self._bucket.abort_uploads_of(self.object_key(key))
 
-    # -- housekeeping --------------------------------------------------------------------
+    # -- StoreChores ---------------------------------------------------------------------
 
-    def open_uploads_older_than(self, seconds: float, now: dt.datetime | None = None) -> list[OpenUpload]:
-        """Multipart uploads started more than ``seconds`` before ``now`` (default: the current time)."""
-        cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=seconds)
-        return [upload for upload in self._bucket.uploads(prefix="") if upload.initiated < cutoff]
+    def sweep_leftovers(self) -> int:
+        """Nothing: the bucket's lifecycle rule aborts old uploads; a worker aborts only its granule's."""
+        return 0
+
+    def sweep_some_leftovers(self) -> int:
+        """Nothing, as ``sweep_leftovers``."""
+        return 0
+
+    def leftovers(self, older_than_seconds: float, *, now: dt.datetime | None = None) -> Leftovers:
+        """Multipart uploads begun more than ``older_than_seconds`` before ``now`` (S3 charges for them)."""
+        cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=older_than_seconds)
+        try:
+            uploads = self._bucket.uploads(prefix="")
+        except FileStoreError as exc:
+            raise type(exc)(f"cannot list multipart uploads: {exc}") from exc
+        return Leftovers(
+            kind="open multipart uploads",
+            items=tuple(
+                Leftover(where=upload.key, upload_id=upload.upload_id, since=upload.initiated)
+                for upload in uploads
+                if upload.initiated < cutoff
+            ),
+        )
 
     def check_bucket(self) -> None:
         """Raise ``FileStoreError`` unless the bucket exists and can be reached with these credentials."""
