@@ -1,5 +1,7 @@
 """The S3 requests the store makes, each translated to the store's errors: uploads, parts, object checks.
 
+Every body goes with its ``Content-MD5``, so S3 refuses one damaged on the way.
+
 ``object_digest`` reads an object's ``md5`` metadata, else its ETag when that is a plain
 MD5 (a single-part upload without SSE-KMS or SSE-C); any other object counts as no product.
 """
@@ -7,13 +9,13 @@ MD5 (a single-part upload without SSE-KMS or SSE-C); any other object counts as 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s2_downloader.adapters.store.s3.checksums import is_md5, plain_etag
+from s2_downloader.adapters.store.s3.checksums import content_md5, is_md5, md5, plain_etag
 from s2_downloader.adapters.store.s3.errors import error_code, store_error
 from s2_downloader.adapters.store.s3.records import Part
 
@@ -83,6 +85,50 @@ class Bucket:
             ),
         )
         return str(response["UploadId"])
+
+    def put_object(self, key: str, body: bytes, *, checksum: str) -> None:
+        """Put ``body`` at ``key`` whole, with its ``Content-MD5``, the expected MD5 as ``md5`` metadata."""
+        self.call(
+            "PutObject",
+            key,
+            lambda: self.client.put_object(
+                Bucket=self.name,
+                Key=key,
+                Body=body,
+                ContentMD5=content_md5(md5(body).digest()),
+                Metadata={"md5": checksum},
+            ),
+        )
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes, body_md5: bytes) -> str:
+        """Send part ``number`` of the upload with the ``Content-MD5`` of ``body_md5``; its ETag."""
+        response = self.call(
+            "UploadPart",
+            key,
+            lambda: self.client.upload_part(
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentMD5=content_md5(body_md5),
+            ),
+        )
+        return str(response["ETag"])
+
+    def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
+        """Make the upload's ``parts`` the object at ``key``."""
+        listed = [{"PartNumber": part.number, "ETag": part.etag} for part in parts]
+        self.call(
+            "CompleteMultipartUpload",
+            key,
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},  # type: ignore[typeddict-item]
+            ),
+        )
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort one multipart upload; one that is gone already is fine."""

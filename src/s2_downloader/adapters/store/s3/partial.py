@@ -24,13 +24,7 @@ import attrs
 
 from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3.bucket import Bucket
-from s2_downloader.adapters.store.s3.checksums import (
-    ProductHash,
-    content_md5,
-    md5,
-    new_product_hash,
-    plain_etag,
-)
+from s2_downloader.adapters.store.s3.checksums import ProductHash, md5, new_product_hash, plain_etag
 from s2_downloader.adapters.store.s3.records import Part, UploadRecord
 from s2_downloader.domain.errors import FileStoreError
 from s2_downloader.domain.ports import UploadLedger
@@ -152,37 +146,15 @@ class S3Partial:
             raise FileStoreError(msg)
 
     def _put_whole(self) -> None:
-        bucket, body = self.bucket, bytes(self._buffer)
-        bucket.call(
-            "PutObject",
-            self.object_key,
-            lambda: bucket.client.put_object(
-                Bucket=bucket.name,
-                Key=self.object_key,
-                Body=body,
-                ContentMD5=content_md5(md5(body).digest()),
-                Metadata={"md5": self.checksum},
-            ),
-        )
+        self.bucket.put_object(self.object_key, bytes(self._buffer), checksum=self.checksum)
         if self.upload_id is not None:
             self._abort_upload()
 
     def _complete(self) -> None:
         if self._buffer:
             self._send_part(len(self._buffer))
-        bucket, upload_id = self.bucket, self.upload_id
-        assert upload_id is not None
-        parts = [{"PartNumber": part.number, "ETag": part.etag} for part in self.parts]
-        bucket.call(
-            "CompleteMultipartUpload",
-            self.object_key,
-            lambda: bucket.client.complete_multipart_upload(
-                Bucket=bucket.name,
-                Key=self.object_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-            ),
-        )
+        assert self.upload_id is not None
+        self.bucket.complete_upload(self.object_key, self.upload_id, self.parts)
 
     def _abort_upload(self) -> None:
         upload_id, self.upload_id = self.upload_id, None
@@ -207,20 +179,7 @@ class S3Partial:
         if held is not None and held.size == size and plain_etag(held.etag) == part_md5.hex():
             etag = held.etag  # S3 already has these very bytes as this part
         else:
-            upload_id = self.upload_id
-            response = bucket.call(
-                "UploadPart",
-                self.object_key,
-                lambda: bucket.client.upload_part(
-                    Bucket=bucket.name,
-                    Key=self.object_key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=body,
-                    ContentMD5=content_md5(part_md5),
-                ),
-            )
-            etag = response["ETag"]
+            etag = bucket.upload_part(self.object_key, self.upload_id, number, body, part_md5)
         self._parts_md5.update(body)
         self.parts.append(Part(number, size, etag))
         self._done += size
