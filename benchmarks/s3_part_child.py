@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from s2_downloader.adapters.s3 import S3Store
+from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.entrypoints import cli, wiring
 
 __all__ = ["main"]

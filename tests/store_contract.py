@@ -1,8 +1,9 @@
-"""The product store contract: one Hypothesis state machine, run against every ``Files`` implementation.
+"""The product store contract: one Hypothesis state machine, run against every ``Store`` implementation.
 
 Each implementation brings a ``StoreHarness``: how to build the store as a freshly started
 process would (same bucket, mount or dicts; nothing in memory), what sits under the final
-name, how to put a foreign product there, and how many uploads it holds open. Crashes are
+name, how to put a foreign product there, how many uploads it holds open, and how to make
+the partial look left behind by an attempt that is gone. Crashes are
 ``Crash`` (a ``BaseException``, like kill -9) raised at the n-th call counted by the
 harness's ``CrashPlan``: the machine counts its own calls to the store, and a harness may
 count more from inside (the fake's methods, each S3 request before it is sent and after its
@@ -11,23 +12,28 @@ answer, each save of the upload record).
 The invariants: the final name holds nothing but the verified product or the foreign
 object that was put there (never bytes in progress, never bytes that did not match), a
 verified product stays, and a resumed partial holds exactly a prefix of what was written
-to it, so its digest is the digest of those bytes and whatever follows.
+to it, so its digest is the digest of those bytes and whatever follows. The chores keep
+them too: a sweep takes an abandoned partial (where the store sweeps) and nothing else,
+and every upload the store holds open is among the leftovers it reports.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from typing import ClassVar, Protocol
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from s2_downloader.domain.ports import FileKey, Files
+from s2_downloader.domain.ports import FileKey, Store
 from tests.unit.fakes import Crash, CrashPlan, md5
 
 __all__ = ["StoreHarness", "StoreMachine", "store_machine"]
 
 _serial = itertools.count()
+#: Late enough that every leftover is older than any age asked about.
+_FAR_FUTURE = dt.datetime(2999, 1, 1, tzinfo=dt.UTC)
 
 
 class StoreHarness(Protocol):
@@ -36,11 +42,13 @@ class StoreHarness(Protocol):
     crashes: CrashPlan
     #: A final product that does not match stays (S3) rather than being deleted (EFS).
     keeps_mismatched_finals: bool
+    #: A whole sweep removes an abandoned partial (EFS); a store cleared otherwise (S3) sweeps nothing.
+    sweeps_partials: bool
     #: Products up to this many bytes, written in chunks up to ``max_chunk``.
     max_size: int
     max_chunk: int
 
-    def store(self) -> Files:
+    def store(self) -> Store:
         """The store as a newly started process builds it: the same persistent state, nothing else."""
         ...
 
@@ -54,6 +62,10 @@ class StoreHarness(Protocol):
 
     def open_uploads(self, key: FileKey) -> int:
         """Data in progress the store keeps outside the partial (S3's multipart uploads); 0 otherwise."""
+        ...
+
+    def abandon(self, key: FileKey) -> None:
+        """Make the partial of ``key``, if any, look left by an attempt that is gone (old enough to sweep)."""
         ...
 
 
@@ -200,7 +212,22 @@ class StoreMachine(RuleBasedStateMachine):
         self.written = b""
         assert self.h.open_uploads(self.key) == 0
 
+    @rule(whole=st.booleans())
+    def sweep(self, whole: bool) -> None:
+        """An attempt that is gone left the partial: a sweep may take it, and never a final product."""
+        self.h.abandon(self.key)
+        swept = self.store.sweep_leftovers() if whole else self.store.sweep_some_leftovers()
+        assert swept >= 0
+        if whole and self.h.sweeps_partials:
+            self.written = b""  # the next attempt finds nothing to resume
+
     # -- invariants ------------------------------------------------------------------
+
+    @invariant()
+    def every_open_upload_is_reported(self) -> None:
+        """The leftovers a store reports (for ``status``) include every upload it holds open."""
+        report = self.store.leftovers(0, now=_FAR_FUTURE)
+        assert self.h.open_uploads(self.key) <= len(() if report is None else report.items)
 
     @invariant()
     def the_final_name_holds_only_verified_or_foreign_bytes(self) -> None:

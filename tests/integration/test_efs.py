@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2_downloader.adapters.efs import PARTIAL_SUFFIX, EfsFileStore, partial_name
+from s2_downloader.adapters.store.efs import PARTIAL_SUFFIX, EfsFileStore, partial_name
 from s2_downloader.domain.errors import FileStoreError, PartialInUse
 from s2_downloader.domain.ports import FileKey, Files
 
@@ -266,9 +266,10 @@ def test_discard_partial_keeps_the_final_file_and_can_be_repeated(store: EfsFile
     assert _md5(b"final") == store.final_digest(KEY)
 
 
-def test_sweep_removes_only_stale_partials(store: EfsFileStore, mount: Path) -> None:
+def test_sweep_removes_only_stale_partials(mount: Path) -> None:
     """Old partials go; young partials, final files and other dot-files stay."""
     now = 1_900_000_000.0
+    store = EfsFileStore(mount, stale_after_seconds=3600, clock=lambda: now)
     old, young, final = (FileKey(granule_id=f"g{n}", filename="p.zip") for n in range(3))
     for key in (old, young):
         _write_partial(store, key, b"bytes")
@@ -280,7 +281,7 @@ def test_sweep_removes_only_stale_partials(store: EfsFileStore, mount: Path) -> 
     stray.write_bytes(b"")
     os.utime(stray, (now - 7200, now - 7200))
 
-    removed = store.sweep_stale_partials(3600, now=now)
+    removed = store.sweep_leftovers()
 
     assert 1 == removed
     assert not store.partial_path(old).exists()
@@ -289,9 +290,24 @@ def test_sweep_removes_only_stale_partials(store: EfsFileStore, mount: Path) -> 
     assert stray.exists()
 
 
-def test_sweep_does_not_follow_a_symlinked_directory(
-    store: EfsFileStore, mount: Path, tmp_path: Path
-) -> None:
+def test_the_sweep_in_steps_takes_one_granule_directory_each(mount: Path) -> None:
+    """sweep_some_leftovers: one directory a call, round the mount; the stale partials of each go."""
+    now = 1_900_000_000.0
+    store = EfsFileStore(mount, stale_after_seconds=3600, clock=lambda: now)
+    keys = [FileKey(granule_id=f"g{n}", filename="p.zip") for n in range(2)]
+    for key in keys:
+        _write_partial(store, key, b"bytes")
+        os.utime(store.partial_path(key), (now - 7200, now - 7200))
+
+    first = store.sweep_some_leftovers()
+    left = sum(store.partial_path(key).exists() for key in keys)
+
+    assert (1, 1) == (first, left)
+    assert [1] == [n for n in (store.sweep_some_leftovers(), store.sweep_some_leftovers()) if n]
+    assert not any(store.partial_path(key).exists() for key in keys)
+
+
+def test_sweep_does_not_follow_a_symlinked_directory(mount: Path, tmp_path: Path) -> None:
     """A symlink in the mount to a directory elsewhere is not swept."""
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -300,8 +316,15 @@ def test_sweep_does_not_follow_a_symlinked_directory(
     os.utime(victim, (0, 0))
     (mount / "g1").symlink_to(outside)
 
-    assert 0 == store.sweep_stale_partials(1)
+    assert 0 == EfsFileStore(mount, stale_after_seconds=1).sweep_leftovers()
     assert victim.exists()
+
+
+def test_the_store_lists_no_leftovers_for_status(store: EfsFileStore) -> None:
+    """status does not walk the mount: EFS reports no leftovers (its workers sweep them)."""
+    _write_partial(store, KEY, b"left behind")
+
+    assert store.leftovers(0) is None
 
 
 def test_a_file_where_the_granule_directory_belongs_is_a_file_store_error(
@@ -325,14 +348,13 @@ def test_a_directory_at_the_final_path_is_a_file_store_error(store: EfsFileStore
 
 
 def test_a_missing_mount_is_a_file_store_error_and_is_not_created(tmp_path: Path) -> None:
-    """A mount that does not exist (EFS not mounted) is an error, never silently created."""
+    """A mount that does not exist (EFS not mounted) is an error, never silently created; a sweep skips it."""
     store = EfsFileStore(tmp_path / "not-mounted")
 
     with pytest.raises(FileStoreError, match="not-mounted"), store.open_partial(KEY):
         pass
-    with pytest.raises(FileStoreError, match="not-mounted"):
-        store.sweep_stale_partials(60)
 
+    assert (0, 0) == (store.sweep_leftovers(), store.sweep_some_leftovers())
     assert not (tmp_path / "not-mounted").exists()
 
 
@@ -526,14 +548,15 @@ def test_a_filename_too_long_for_a_readable_sidecar_gets_a_hashed_one(store: Efs
     assert 255 >= len(store.sidecar_path(key).name) + 1
 
 
-def test_the_sweep_takes_a_stale_sidecar_with_its_partial(store: EfsFileStore) -> None:
+def test_the_sweep_takes_a_stale_sidecar_with_its_partial(mount: Path) -> None:
     """Sidecars are named like partials, so the sweep of stale partials removes them too."""
     now = 1_900_000_000.0
+    store = EfsFileStore(mount, stale_after_seconds=3600, clock=lambda: now)
     with store.open_partial(KEY) as partial:
         partial.set_validator('"v"')
         partial.write(b"x")
     for path in (store.partial_path(KEY), store.sidecar_path(KEY)):
         os.utime(path, (now - 7200, now - 7200))
 
-    assert 2 == store.sweep_stale_partials(3600, now=now)
+    assert 2 == store.sweep_leftovers()
     assert not store.sidecar_path(KEY).exists()

@@ -27,7 +27,7 @@ from tests.waiting import wait_until
 
 KIB = 1024
 MIB = 1024 * KIB
-#: The S3 store's part size (adapters/s3.py DEFAULT_PART_SIZE).
+#: The S3 store's part size (adapters/store/s3/store.py DEFAULT_PART_SIZE).
 PART = 16 * MIB
 
 

@@ -491,17 +491,3 @@ def test_a_failed_granule_whose_flags_were_reset_is_revived_at_claim(
     assert State.FAILED == unconfigured.state
     assert (State.CLAIMED, NOW + dt.timedelta(days=3)) == (revived.state, revived.first_attempt_at)
     assert State.FAILED == spent.state
-
-
-def test_the_upload_record_round_trips_through_store_upload(granule_store: PostgresGranuleStore) -> None:
-    """save_upload/load_upload keep the S3 store's JSON record; clear_upload empties the column."""
-    _seed(granule_store, "g1", "g2")
-    record = {"upload_id": "u-1", "key": "g1.zip", "parts": [{"number": 1, "size": 5, "etag": '"ab"'}]}
-
-    granule_store.save_upload("g1", record)
-    loaded = granule_store.load_upload("g1")
-    granule_store.clear_upload("g1")
-
-    assert (record, None, None) == (loaded, granule_store.load_upload("g1"), granule_store.load_upload("g2"))
-    assert granule_store.load_upload("no-such-granule") is None
-    assert State.PENDING == granule_store.get("g1").state  # type: ignore[union-attr]

@@ -19,9 +19,9 @@ from botocore.stub import Stubber
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s2_downloader.adapters import md5state
-from s2_downloader.adapters.postgres import PostgresGranuleStore
-from s2_downloader.adapters.s3 import S3Store
+from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger
+from s2_downloader.adapters.store import md5state
+from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import Done, RetryLater, State
 from s2_downloader.domain.errors import FileStoreError, PartialInUse, StoreUnavailable
 from s2_downloader.domain.ports import FileKey
@@ -388,12 +388,13 @@ def test_the_upload_record_lives_on_the_granule_row(
 ) -> None:
     """With the PostgreSQL ledger, a new process resumes from the parts recorded in store_upload."""
     seed_granules(granule_store.pool, [SeedGranule(id="g1", filename="g1.SAFE")])
+    ledger = PostgresUploadLedger(granule_store.pool)
     product = os.urandom(3 * PART + 3)
-    with _store(client, bucket, granule_store).open_partial(KEY, checksum=md5(product)) as partial:
+    with _store(client, bucket, ledger).open_partial(KEY, checksum=md5(product)) as partial:
         partial.write(product[: 2 * PART + 50])
-    record = granule_store.load_upload("g1")
+    record = ledger.load("g1")
 
-    store = _store(client, bucket, granule_store)
+    store = _store(client, bucket, PostgresUploadLedger(granule_store.pool))
     with store.open_partial(KEY, checksum=md5(product)) as partial:
         held = partial.size
         partial.write(product[held:])
@@ -401,7 +402,7 @@ def test_the_upload_record_lives_on_the_granule_row(
 
     assert record is not None
     assert ([1, 2], 2 * PART) == ([p["number"] for p in record["parts"]], held)
-    assert (product, None) == (_object(client, bucket, "g1.zip"), granule_store.load_upload("g1"))
+    assert (product, None) == (_object(client, bucket, "g1.zip"), ledger.load("g1"))
 
 
 # -- sizes, keys, housekeeping, errors ----------------------------------------------------
@@ -430,10 +431,33 @@ def test_open_uploads_older_than_a_day_are_listed(
     # moto dates every upload alike, so the clock is set from what it reports.
     now = client.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Initiated"] + dt.timedelta(hours=1)
 
-    later = store.open_uploads_older_than(86400, now=now + dt.timedelta(days=2))
-    now_list = store.open_uploads_older_than(86400, now=now)
+    later = store.leftovers(86400, now=now + dt.timedelta(days=2))
+    now_list = store.leftovers(86400, now=now)
 
-    assert ([("left.zip", upload)], []) == ([(u.key, u.upload_id) for u in later], now_list)
+    assert "open multipart uploads" == later.kind
+    assert ([("left.zip", upload)], ()) == ([(u.where, u.upload_id) for u in later.items], now_list.items)
+
+
+def test_uploads_that_cannot_be_listed_say_so(ledger: InMemoryUploadLedger) -> None:
+    """A bucket that does not answer: FileStoreError saying the multipart uploads could not be listed."""
+    client = s3_client("http://127.0.0.1:9")
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "list_multipart_uploads", service_error_code="AccessDenied", http_status_code=403
+        )
+        with pytest.raises(FileStoreError, match=r"^cannot list multipart uploads: S3 ListMultipartUploads"):
+            _store(client, "products", ledger).leftovers(86400)
+
+
+def test_the_s3_store_sweeps_nothing(client: S3Client, bucket: str, ledger: InMemoryUploadLedger) -> None:
+    """Its leftovers are aborted per granule and by the bucket's lifecycle rule: a sweep leaves uploads be."""
+    store = _store(client, bucket, ledger)
+    product = os.urandom(2 * PART)
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        partial.write(product[: PART + 1])
+
+    assert (0, 0) == (store.sweep_leftovers(), store.sweep_some_leftovers())
+    assert ["g1.zip"] == _uploads(client, bucket)
 
 
 def test_throttling_becomes_store_unavailable(ledger: InMemoryUploadLedger) -> None:

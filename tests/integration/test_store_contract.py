@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,9 +13,9 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from s2_downloader.adapters.efs import EfsFileStore
-from s2_downloader.adapters.s3 import S3Store
-from s2_downloader.domain.ports import FileKey, Files
+from s2_downloader.adapters.store.efs import EfsFileStore
+from s2_downloader.adapters.store.s3 import S3Store
+from s2_downloader.domain.ports import FileKey, Store
 from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
 from tests.store_contract import store_machine
 from tests.unit.fakes import CrashPlan, InMemoryUploadLedger
@@ -34,10 +35,11 @@ class EfsHarness:
     mount: Path
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     keeps_mismatched_finals: bool = False
+    sweeps_partials: bool = True
     max_size: int = 3 * PART + 100
     max_chunk: int = 700
 
-    def store(self) -> Files:
+    def store(self) -> Store:
         """A new store on the same mount."""
         return EfsFileStore(self.mount)
 
@@ -56,6 +58,13 @@ class EfsHarness:
         del key
         return 0
 
+    def abandon(self, key: FileKey) -> None:
+        """Date the partial and its sidecar back to 1970, far past the sweep's age."""
+        store = EfsFileStore(self.mount)
+        for path in (store.partial_path(key), store.sidecar_path(key)):
+            if path.exists():
+                os.utime(path, (0, 0))
+
 
 @attrs.define
 class S3Harness:
@@ -65,6 +74,7 @@ class S3Harness:
     bucket: str
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     keeps_mismatched_finals: bool = True
+    sweeps_partials: bool = False
     max_size: int = 3 * PART + 100
     max_chunk: int = 700
     ledger: InMemoryUploadLedger = attrs.field(init=False)
@@ -79,7 +89,7 @@ class S3Harness:
         self.client.meta.events.register("before-send.s3", tick)
         self.client.meta.events.register("after-call.s3", tick)
 
-    def store(self) -> Files:
+    def store(self) -> Store:
         """A new store on the same bucket and ledger: what a process keeps in memory is gone."""
         return S3Store(
             self.client,
@@ -108,6 +118,10 @@ class S3Harness:
         name = f"{key.granule_id}/{key.filename}"
         uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=name).get("Uploads", [])
         return sum(1 for upload in uploads if upload["Key"] == name)
+
+    def abandon(self, key: FileKey) -> None:
+        """Nothing: age is the bucket's lifecycle rule's business, not the store's."""
+        del key
 
 
 @pytest.fixture(scope="module")

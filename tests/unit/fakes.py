@@ -26,11 +26,14 @@ from s2_downloader.domain.ports import (
     Cancellation,
     Clock,
     FileKey,
-    Files,
     GranuleStore,
     Hub,
+    Leftover,
+    Leftovers,
     Partial,
     ProductStream,
+    Store,
+    UploadLedger,
     UploadQueue,
 )
 from s2_downloader.domain.request import DownloadRequest
@@ -362,7 +365,10 @@ class _FakePartial:
 
 @attrs.define
 class InMemoryFiles:
-    """The product store as dicts: final products and partials (with the checksum each was opened for)."""
+    """The product store as dicts: final products and partials (with the checksum each was opened for).
+
+    Its chores act on the partials a test marks ``abandoned``, as if an attempt that is gone left them.
+    """
 
     finals: dict[FileKey, bytes] = attrs.field(factory=dict)
     partials: dict[FileKey, bytearray] = attrs.field(factory=dict)
@@ -373,6 +379,8 @@ class InMemoryFiles:
     keeps_mismatched_finals: bool = False
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     open_partials: Counter[FileKey] = attrs.field(factory=Counter)
+    #: Partials an attempt that is gone left behind (the test says which), and when it began them.
+    abandoned: dict[FileKey, dt.datetime] = attrs.field(factory=dict)
 
     def final_digest(self, key: FileKey) -> str | None:
         """MD5 of the final file, if any."""
@@ -431,26 +439,63 @@ class InMemoryFiles:
         self.crashes.tick("files.discard_partial")
         self._drop_partial(key)
 
+    def sweep_leftovers(self) -> int:
+        """Drop every abandoned partial that is not open now; how many there were."""
+        return sum(self._sweep(key) for key in list(self.abandoned))
+
+    def sweep_some_leftovers(self) -> int:
+        """Drop the first abandoned partial that is not open now, if any."""
+        for key in list(self.abandoned):
+            if self._sweep(key):
+                return 1
+        return 0
+
+    def leftovers(self, older_than_seconds: float, *, now: dt.datetime | None = None) -> Leftovers:
+        """The abandoned partials begun more than ``older_than_seconds`` before ``now`` (default: EPOCH)."""
+        cutoff = (now or EPOCH) - dt.timedelta(seconds=older_than_seconds)
+        return Leftovers(
+            kind="abandoned partials",
+            items=tuple(
+                Leftover(where=f"{key.granule_id}/{key.filename}", upload_id=None, since=since)
+                for key, since in self.abandoned.items()
+                if since < cutoff and key in self.partials
+            ),
+        )
+
+    def _sweep(self, key: FileKey) -> bool:
+        if self.open_partials[key]:
+            return False
+        del self.abandoned[key]
+        held = key in self.partials
+        self._drop_partial(key)
+        return held
+
 
 @attrs.define
 class InMemoryUploadLedger:
-    """The ``store_upload`` column as a dict (the S3 store's ``UploadLedger``), with crashes."""
+    """The ``store_upload`` column as a dict (the S3 store's ``UploadLedger``), with crashes.
+
+    Like the column, it keeps records only for granules the table holds: those in
+    ``granules`` when one is given, every granule otherwise.
+    """
 
     records: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
+    granules: InMemoryGranuleStore | None = None
 
-    def load_upload(self, granule_id: str) -> dict[str, Any] | None:
+    def load(self, granule_id: str) -> dict[str, Any] | None:
         """The record of the granule's upload in progress, or ``None``."""
         self.crashes.tick("ledger.load")
         record = self.records.get(granule_id)
         return None if record is None else json.loads(json.dumps(record))
 
-    def save_upload(self, granule_id: str, record: Mapping[str, Any]) -> None:
+    def save(self, granule_id: str, record: Mapping[str, Any]) -> None:
         """Replace the record (a JSON round trip, as the column does)."""
         self.crashes.tick("ledger.save")
-        self.records[granule_id] = json.loads(json.dumps(record))
+        if self.granules is None or granule_id in self.granules.granules:
+            self.records[granule_id] = json.loads(json.dumps(record))
 
-    def clear_upload(self, granule_id: str) -> None:
+    def clear(self, granule_id: str) -> None:
         """Forget the record."""
         self.crashes.tick("ledger.clear")
         self.records.pop(granule_id, None)
@@ -476,6 +521,7 @@ def _check_protocols(  # noqa: PLR0917 - one argument per port
     uploads: FakeUploadQueue,
     clock: FakeClock,
     cancellation: FakeCancellation,
-) -> tuple[GranuleStore, Hub, Files, UploadQueue, Clock, Cancellation]:
+    ledger: InMemoryUploadLedger,
+) -> tuple[GranuleStore, Hub, Store, UploadQueue, Clock, Cancellation, UploadLedger]:
     """Never called: mypy checks each fake against its Protocol here."""
-    return store, hub, files, uploads, clock, cancellation
+    return store, hub, files, uploads, clock, cancellation, ledger

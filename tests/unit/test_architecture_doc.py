@@ -2,7 +2,7 @@
 
 A path is anything in single backticks (outside fenced blocks) that contains a ``/`` or
 ends in a file extension: it must exist from the repository root or from
-``src/s2_downloader/`` (so ``adapters/s3.py`` is the adapter), and a bare file name must
+``src/s2_downloader/`` (so ``adapters/sqs.py`` is the adapter), and a bare file name must
 exist somewhere in the package, the tests, the benchmarks or ``deploy/``. A dotted name
 starting with ``s2_downloader.`` must be a module of the package or an attribute of one.
 """
@@ -85,7 +85,7 @@ def test_every_path_named_exists() -> None:
 def test_the_path_check_sees_a_missing_module() -> None:
     """Paths, bare names and module names that do not exist are reported, and existing ones are not."""
     text = (
-        "`adapters/s3.py`, `adapters/ftp.py`, `tests/unit/`, `postgres.py`, `nowhere.py`,\n"
+        "`adapters/sqs.py`, `adapters/ftp.py`, `tests/unit/`, `postgres.py`, `nowhere.py`,\n"
         "`s2_downloader.domain.lifecycle.apply`, `s2_downloader.domain.gone`, `make unit`\n"
         "```\n`adapters/fenced.py`\n```\n"
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import attrs
-from hypothesis import settings
+import datetime as dt
 
-from s2_downloader.domain.ports import FileKey, Files
+import attrs
+import pytest
+from hypothesis import Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from s2_downloader.domain.ports import FileKey, Store
 from tests.store_contract import store_machine
-from tests.unit.fakes import CrashPlan, InMemoryFiles
+from tests.unit.fakes import EPOCH, CrashPlan, InMemoryFiles
 
 
 @attrs.define
@@ -16,6 +20,7 @@ class FakeHarness:
 
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     keeps_mismatched_finals: bool = False
+    sweeps_partials: bool = True
     max_size: int = 48
     max_chunk: int = 16
     files: InMemoryFiles = attrs.field(init=False)
@@ -23,7 +28,7 @@ class FakeHarness:
     def __attrs_post_init__(self) -> None:
         self.files = InMemoryFiles(crashes=self.crashes, keeps_mismatched_finals=self.keeps_mismatched_finals)
 
-    def store(self) -> Files:
+    def store(self) -> Store:
         """The same fake: nothing of it lives only in a process."""
         return self.files
 
@@ -40,6 +45,10 @@ class FakeHarness:
         del key
         return 0
 
+    def abandon(self, key: FileKey) -> None:
+        """Mark the partial abandoned two days before the fake's epoch."""
+        self.files.abandoned[key] = EPOCH - dt.timedelta(days=2)
+
 
 TestFakeStoreContract = store_machine(FakeHarness(), "FakeStoreContract").TestCase
 TestFakeStoreKeepingFinalsContract = store_machine(
@@ -47,3 +56,19 @@ TestFakeStoreKeepingFinalsContract = store_machine(
 ).TestCase
 TestFakeStoreContract.settings = settings(max_examples=40, stateful_step_count=20)
 TestFakeStoreKeepingFinalsContract.settings = settings(max_examples=20, stateful_step_count=20)
+
+
+class _IdleSweepFiles(InMemoryFiles):
+    """A broken store: its whole sweep leaves abandoned partials where they are."""
+
+    def sweep_leftovers(self) -> int:
+        return 0
+
+
+def test_the_contract_catches_a_sweep_that_leaves_an_abandoned_partial() -> None:
+    """A store that says it sweeps but keeps an abandoned partial fails when the next attempt resumes it."""
+    harness = FakeHarness()
+    harness.files = _IdleSweepFiles(crashes=harness.crashes)
+    hunt = settings(database=None, max_examples=300, phases=[Phase.generate])
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(store_machine(harness, "IdleSweepContract"), settings=hunt)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from s2_downloader.entrypoints.sweep import PartialSweep, sweep_mount
+from s2_downloader.adapters.store.efs.sweep import PartialSweep, sweep_mount
 
 NOW = 2_000_000_000.0
 DAY = 24 * 3600

@@ -1,11 +1,16 @@
-"""The ports: what the use case needs from the world, as small Protocols it owns."""
+"""The ports: small Protocols for what the core needs from the world.
+
+Most are the use case's own. Two groups serve others through the same inward arrow: the
+store's chores the entry points ask for (``StoreChores``), and the ``UploadLedger`` the S3
+store keeps its resume record in, so that neither adapter depends on the other.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -16,15 +21,23 @@ from s2_downloader.domain.request import DownloadRequest
 __all__ = [
     "Cancellation",
     "Clock",
+    "FailedCleanup",
     "FileKey",
     "Files",
     "FinalFiles",
     "GranuleStore",
     "Hub",
+    "Leftover",
+    "LeftoverReport",
+    "LeftoverSweep",
+    "Leftovers",
     "Partial",
     "PartialFiles",
     "ProductStream",
     "Progress",
+    "Store",
+    "StoreChores",
+    "UploadLedger",
     "UploadQueue",
 ]
 
@@ -190,6 +203,10 @@ class FinalFiles(Protocol):
         """
         ...
 
+
+class FailedCleanup(Protocol):
+    """What a granule that failed for good leaves in the store, cleared by the worker that fails it."""
+
     def remove(self, key: FileKey) -> None:
         """Clean up after a granule that failed for good: its partial (S3: the open multipart
         upload is aborted) and, where the store deletes unverified products (EFS), the final file.
@@ -197,8 +214,102 @@ class FinalFiles(Protocol):
         ...
 
 
-class Files(FinalFiles, PartialFiles, Protocol):
-    """The product store (an EFS mount or an S3 bucket): final products and data in progress."""
+class Files(FinalFiles, PartialFiles, FailedCleanup, Protocol):
+    """The product store (an EFS mount or an S3 bucket) as an attempt uses it: products, data in progress."""
+
+
+# -- the store's chores, for the entry points ------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Leftover:
+    """Data in progress that outlived the attempt that began it."""
+
+    #: Where it is: the object key of an open multipart upload.
+    where: str
+    #: The multipart upload's id; ``None`` for a store without uploads.
+    upload_id: str | None
+    #: When it was begun.
+    since: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
+class Leftovers:
+    """Leftovers of one kind, as ``status`` lists them under ``kind`` ("open multipart uploads")."""
+
+    kind: str
+    items: tuple[Leftover, ...]
+
+
+class LeftoverSweep(Protocol):
+    """Clearing away what attempts that are gone left behind, whichever granule they were for.
+
+    A store whose leftovers are cleared otherwise (S3: the bucket's lifecycle rule, and each
+    worker aborting its own granule's uploads) sweeps nothing. Neither method raises for a
+    place that cannot be read: it is logged and skipped, since a sweep must never stop a
+    start or fail an invocation.
+    """
+
+    def sweep_leftovers(self) -> int:
+        """Sweep the whole store now (a runner's start); how many leftovers were removed."""
+        ...
+
+    def sweep_some_leftovers(self) -> int:
+        """Sweep the next small share (after a Lambda invocation), the whole store over many calls."""
+        ...
+
+
+class LeftoverReport(Protocol):
+    """What ``status`` lists about the store: leftovers that cost money, worth an operator's look."""
+
+    def leftovers(self, older_than_seconds: float, *, now: dt.datetime | None = None) -> Leftovers | None:
+        """Leftovers begun more than ``older_than_seconds`` before ``now`` (default: the current time).
+
+        ``None`` when the store has none worth listing (EFS: its partials are swept by the
+        workers, and ``status`` runs where the database is, not where the mount is).
+        Raises ``FileStoreError`` when they cannot be listed, saying what could not be.
+        """
+        ...
+
+
+class StoreChores(LeftoverSweep, LeftoverReport, Protocol):
+    """What the entry points ask of the store besides an attempt's files.
+
+    The store's health check (the next issue) joins these as a Protocol of its own; until
+    then the composition root checks the S3 bucket when it builds a worker's store.
+    """
+
+
+class Store(Files, StoreChores, Protocol):
+    """The product store as the composition root builds it: ``Files`` for attempts, chores for the rest."""
+
+
+# -- what a store keeps between attempts -----------------------------------------------
+
+
+class UploadLedger(Protocol):
+    """Where a store keeps the record of a granule's upload in progress between attempts.
+
+    The S3 store's port, not the use case's: it records the multipart upload id and the
+    parts done, and reads them back to resume. The record is a JSON object the store
+    defines and the ledger keeps as it is (PostgreSQL: the granule row's ``store_upload``);
+    a granule the table does not hold has no record.
+    """
+
+    def load(self, granule_id: str) -> Mapping[str, Any] | None:
+        """The record last saved for the granule (a copy of its own), or ``None``."""
+        ...
+
+    def save(self, granule_id: str, record: Mapping[str, Any]) -> None:
+        """Replace the granule's record with ``record``."""
+        ...
+
+    def clear(self, granule_id: str) -> None:
+        """Forget the granule's record, if it has one."""
+        ...
+
+
+# -- the rest of the use case's world ---------------------------------------------------
 
 
 class UploadQueue(Protocol):

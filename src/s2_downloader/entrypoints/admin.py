@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 from s2_downloader.adapters.granule_queries import GranuleQueries, RequeueFilter
 from s2_downloader.adapters.postgres import PostgresGranuleStore, StoreStatus, migrate
-from s2_downloader.adapters.s3 import OpenUpload, S3Store
 from s2_downloader.adapters.sqs import SqsQueue
 from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.ports import LeftoverReport, Leftovers
 from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.failures import failures_json, failures_text
 from s2_downloader.entrypoints.logs import configure_logging
 from s2_downloader.entrypoints.requeue import requeue
-from s2_downloader.entrypoints.wiring import database_url, open_database
+from s2_downloader.entrypoints.wiring import database_url, open_database, store_for_status
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -35,54 +35,47 @@ def migrate_command() -> int:
     return 0
 
 
-#: Multipart uploads older than this are reported by ``status``: S3 charges for their parts.
-OPEN_UPLOAD_AGE_SECONDS = 86400.0
+#: The store's leftovers older than this are listed by ``status`` (S3: multipart uploads, charged for).
+OLD_LEFTOVER_SECONDS = 86400.0
 
 
 def status_command(*, as_json: bool) -> int:
-    """Granule counts per state, the last download, the oldest lease, and (S3) stale multipart uploads."""
+    """Granule counts per state, the last download, the oldest lease, and the store's old leftovers."""
     _quiet_database_logging()
     settings = Settings.from_env()
     pool = open_database(settings, max_size=1)
     try:
-        granules = PostgresGranuleStore(pool=pool)
-        report = granules.status_report()
-        uploads = _stale_uploads(settings, granules)
+        report = PostgresGranuleStore(pool=pool).status_report()
+        leftovers = _old_leftovers(store_for_status(settings, pool))
     finally:
         pool.close()
     if as_json:
         document = _status_json(report)
-        if uploads is not None:
-            document["open_multipart_uploads_older_than_a_day"] = [
-                {"key": u.key, "upload_id": u.upload_id, "initiated": u.initiated.isoformat()}
-                for u in uploads
+        if leftovers is not None:
+            document[f"{leftovers.kind.replace(' ', '_')}_older_than_a_day"] = [
+                {"key": item.where, "upload_id": item.upload_id, "initiated": item.since.isoformat()}
+                for item in leftovers.items
             ]
         print(json.dumps(document))  # noqa: T201
     else:
         text = _status_text(report)
-        if uploads is not None:
-            text += f"\nopen multipart uploads older than a day: {len(uploads)}"
-            text += "".join(f"\n  {u.key} (since {u.initiated.isoformat()})" for u in uploads[:20])
+        if leftovers is not None:
+            text += f"\n{leftovers.kind} older than a day: {len(leftovers.items)}"
+            text += "".join(
+                f"\n  {item.where} (since {item.since.isoformat()})" for item in leftovers.items[:20]
+            )
         print(text)  # noqa: T201
     return 0
 
 
-def _stale_uploads(settings: Settings, granules: PostgresGranuleStore) -> list[OpenUpload] | None:
-    """With the S3 store, its multipart uploads older than a day (they cost money); else None."""
-    if settings.store != "s3" or not settings.upload_bucket:
+def _old_leftovers(store: LeftoverReport | None) -> Leftovers | None:
+    """What the store has left for more than a day that it lists (S3: multipart uploads); else None."""
+    if store is None:
         return None
-    import boto3  # noqa: PLC0415 - only the S3 store's status needs a client
-
-    store = S3Store(
-        client=boto3.session.Session().client("s3"),
-        bucket=settings.upload_bucket,
-        ledger=granules,
-        object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
-    )
     try:
-        return store.open_uploads_older_than(OPEN_UPLOAD_AGE_SECONDS)
+        return store.leftovers(OLD_LEFTOVER_SECONDS)
     except FileStoreError as exc:
-        print(f"s2-downloader status: cannot list multipart uploads: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"s2-downloader status: {exc}", file=sys.stderr)  # noqa: T201
         return None
 
 

@@ -36,10 +36,10 @@ from typing import Any, TextIO
 import attrs
 import urllib3
 
-from s2_downloader.adapters.efs import EfsFileStore
 from s2_downloader.adapters.hub import CdseHub, DhusHub
 from s2_downloader.adapters.hub_http import HubHttp
 from s2_downloader.adapters.memory_granules import MemoryGranuleStore
+from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.urls import check_url
 from s2_downloader.domain import AttemptContext, Defer, Done, Failed, Granule, RetryLater, RetryPolicy, handle
 from s2_downloader.domain.errors import BadRequest, FailureKind, HubError

@@ -43,7 +43,6 @@ from s2_downloader.entrypoints.dispatch import (
 )
 from s2_downloader.entrypoints.logs import configure_logging
 from s2_downloader.entrypoints.observe import observe
-from s2_downloader.entrypoints.sweep import PartialSweep
 from s2_downloader.entrypoints.wiring import (
     LAMBDA_STOP_MARGIN_SECONDS,
     Container,
@@ -114,10 +113,10 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
         outage=_outage,
         metrics=container.metrics,
     )
-    settings = container.settings
-    if settings.store == "efs" and context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
-        # One granule directory per invocation: the whole mount over many invocations, cheaply.
-        _sweep(settings.efs_mount_dir or "").step()
+    if context.get_remaining_time_in_millis() > 1000 * _SWEEP_MIN_SECONDS:
+        # The store's share of sweeping per invocation (EFS: one granule directory; S3:
+        # nothing): the whole store over many invocations, cheaply.
+        container.files.sweep_some_leftovers()
     _raise_if_nothing_handled(event, response)
     return response
 
@@ -141,12 +140,6 @@ def _container(settings: Settings) -> Container:
         container.close()
         raise
     return container
-
-
-@functools.cache
-def _sweep(mount: str) -> PartialSweep:
-    """The mount's sweep, one per execution environment: it remembers which directory is next."""
-    return PartialSweep(mount=mount)
 
 
 def _raise_if_nothing_handled(event: Mapping[str, Any], response: Mapping[str, list[dict[str, str]]]) -> None:

@@ -1,6 +1,6 @@
 """``s2-downloader run``: the local runner, with a progress display on a terminal or JSON log lines.
 
-A run, step by step: choose the output, build the adapters, sweep stale partial files,
+A run, step by step: choose the output, build the adapters, sweep the store's leftovers,
 run the runner with SIGINT and SIGTERM stopping it gracefully, then print a summary.
 """
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
+from s2_downloader.domain.ports import LeftoverSweep
 from s2_downloader.entrypoints.config import Settings
 from s2_downloader.entrypoints.logs import JsonFormatter, configure_logging
 from s2_downloader.entrypoints.progress import (
@@ -27,7 +28,6 @@ from s2_downloader.entrypoints.progress import (
     TerminalDisplay,
 )
 from s2_downloader.entrypoints.runner import Runner, RunnerSettings
-from s2_downloader.entrypoints.sweep import sweep_mount
 from s2_downloader.entrypoints.wiring import Container, build, check_not_fifo
 
 if TYPE_CHECKING:
@@ -101,11 +101,10 @@ def _showing(display: TerminalDisplay | None) -> Iterator[None]:
         display.stop()
 
 
-def _sweep(settings: Settings) -> None:
-    if settings.store != "efs":
-        return  # the S3 store's leftovers are multipart uploads, aborted per granule
-    # An unreadable directory is logged and skipped: it must not stop every start.
-    swept = sweep_mount(settings.efs_mount_dir or "")
+def _sweep(store: LeftoverSweep) -> None:
+    # What attempts that are gone left behind (EFS: stale partial files; S3: nothing). A
+    # place that cannot be read is logged and skipped: it must not stop every start.
+    swept = store.sweep_leftovers()
     if swept:
         _log.info("swept stale partial files", extra={"event": "partials_swept", "count": swept})
 
@@ -147,7 +146,7 @@ def run_locally(
     )
     try:
         check_not_fifo(container.queues)
-        _sweep(settings)
+        _sweep(container.files)
         runner = _runner(container, output.board, concurrency=concurrency, until_empty=until_empty)
         started = time.monotonic()
         with stop_on_signals(runner.stop), _showing(output.display):

@@ -21,16 +21,17 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg_pool import ConnectionPool
 
-from s2_downloader.adapters.efs import EfsFileStore
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
 from s2_downloader.adapters.hub_cdse import TokenSource
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
-from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
-from s2_downloader.adapters.s3 import S3Store
+from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger, open_pool
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, SsmTokens, hls_token_parameter, ssm_client
+from s2_downloader.adapters.store.efs import EfsFileStore
+from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy
 from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.ports import Store
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
 
 if TYPE_CHECKING:
@@ -44,12 +45,14 @@ __all__ = [
     "SystemClock",
     "build",
     "build_hub",
+    "build_store",
     "cdse_token_source",
     "check_not_fifo",
     "database_url",
     "emf_metrics",
     "hub_credentials",
     "open_database",
+    "store_for_status",
 ]
 
 #: How long a caller waits for a pooled database connection (``open_pool``'s ``timeout``).
@@ -237,23 +240,53 @@ def _s3_client(concurrency: int) -> S3Client:
     return boto3.session.Session().client("s3", config=config)
 
 
-def _store(
-    settings: Settings, granules: PostgresGranuleStore, concurrency: int, s3: S3Client | None
-) -> EfsFileStore | S3Store:
-    """The store ``STORE`` names: the EFS mount, or the bucket (its upload records on the granule row)."""
-    if settings.store != "s3":
-        return EfsFileStore(mount=settings.efs_mount_dir or "")
-    store = S3Store(
-        client=_s3_client(concurrency) if s3 is None else s3,
-        bucket=settings.upload_bucket or "",
-        ledger=granules,
-        object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
-    )
-    try:
-        store.check_bucket()
-    except FileStoreError as exc:
-        raise ConfigError("UPLOAD_BUCKET", str(exc)) from None
+def _chosen_store(
+    settings: Settings, db_pool: ConnectionPool[Any], *, concurrency: int, s3: S3Client | None, check: bool
+) -> Store | None:
+    """The one place that picks the store's adapter: the one ``STORE`` names, if its place is set."""
+    if settings.store == "s3" and settings.upload_bucket:
+        store = S3Store(
+            client=_s3_client(concurrency) if s3 is None else s3,
+            bucket=settings.upload_bucket,
+            ledger=PostgresUploadLedger(db_pool),
+            object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
+        )
+        if check:
+            # Until the store's health check (the next issue) does this for every store.
+            try:
+                store.check_bucket()
+            except FileStoreError as exc:
+                raise ConfigError("UPLOAD_BUCKET", str(exc)) from None
+        return store
+    if settings.store == "efs" and settings.efs_mount_dir:
+        return EfsFileStore(mount=settings.efs_mount_dir)
+    return None
+
+
+def build_store(
+    settings: Settings, db_pool: ConnectionPool[Any], *, concurrency: int = 1, s3: S3Client | None = None
+) -> Store:
+    """A worker's store: the one ``STORE`` names, checked to answer before any message is taken.
+
+    The EFS mount, or the bucket (its upload ledger on the granule row, its bucket checked).
+    Raises ``ConfigError`` for what the store lacks. ``s3``: the S3 client (default: boto3's,
+    with the timeouts above).
+    """
+    settings.require_store()
+    store = _chosen_store(settings, db_pool, concurrency=concurrency, s3=s3, check=True)
+    if store is None:
+        msg = "unreachable: require_store holds the place of the store STORE names"
+        raise AssertionError(msg)
     return store
+
+
+def store_for_status(settings: Settings, db_pool: ConnectionPool[Any]) -> Store | None:
+    """The store ``status`` reports on, built as a worker's but unchecked.
+
+    ``None`` when ``STORE`` names no store whose place is set: ``status`` then reports the
+    database alone, as it does when the store cannot be reached.
+    """
+    return _chosen_store(settings, db_pool, concurrency=1, s3=None, check=False)
 
 
 def emf_metrics(settings: Settings) -> EmfMetrics:
@@ -279,7 +312,7 @@ class Container:
     http: urllib3.PoolManager = attrs.field(repr=False)
     granules: PostgresGranuleStore
     hub: DhusHub | CdseHub
-    files: EfsFileStore | S3Store
+    files: Store
     download_queue: SqsQueue
     uploads: SqsUploadQueue | NoUploads
     context: AttemptContext
@@ -350,7 +383,7 @@ def build(
     db_pool = open_database(settings, max_size=concurrency + 2)
     sqs = _sqs_client(concurrency, long_poll=long_poll) if sqs is None else sqs
     granules = PostgresGranuleStore(pool=db_pool, max_retries=settings.max_download_retries)
-    files = _store(settings, granules, concurrency, s3)
+    files = build_store(settings, db_pool, concurrency=concurrency, s3=s3)
     download_queue = SqsQueue(client=sqs, url=download_url)
     uploads: SqsUploadQueue | NoUploads = (
         NoUploads()

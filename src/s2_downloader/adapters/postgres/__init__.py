@@ -2,16 +2,19 @@
 
 The schema is the one docs/interface.md (the database) describes. One module per concern:
 
-- ``pool``: ``open_pool`` (a pool that checks connections) and ``describe_error`` (error
-  messages with any password removed);
+- ``pool``: ``open_pool`` (a pool that checks connections), ``run_on`` (work on one of its
+  connections, psycopg's errors as ``StoreError``) and ``describe_error`` (error messages
+  with any password removed);
 - ``schema``: ``migrate``, creating or upgrading the schema in idempotent, live-safe steps;
 - ``updates``: one conditional UPDATE per lifecycle event, generated from
   ``lifecycle.TRANSITIONS`` and ``lifecycle.NEEDS_LEASE``;
 - ``rows``: rows as ``Granule`` values, and the time conventions of the columns;
-- ``store``: ``PostgresGranuleStore``, the ``GranuleStore`` port (and the S3 store's upload record);
+- ``store``: ``PostgresGranuleStore``, the ``GranuleStore`` port;
+- ``ledger``: ``PostgresUploadLedger``, the S3 store's ``UploadLedger`` on the granule row;
 - ``status``: what ``s2-downloader status`` reports.
 """
 
+from s2_downloader.adapters.postgres.ledger import PostgresUploadLedger
 from s2_downloader.adapters.postgres.pool import describe_error, open_pool
 from s2_downloader.adapters.postgres.schema import migrate
 from s2_downloader.adapters.postgres.status import LAST_FILE_DOWNLOADED_TIME, InProgressLease, StoreStatus
@@ -21,6 +24,7 @@ __all__ = [
     "LAST_FILE_DOWNLOADED_TIME",
     "InProgressLease",
     "PostgresGranuleStore",
+    "PostgresUploadLedger",
     "StoreStatus",
     "describe_error",
     "migrate",

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-__all__ = ["conninfo_of", "describe_error", "open_pool", "redact"]
+from s2_downloader.domain.errors import StoreError
+
+__all__ = ["conninfo_of", "describe_error", "open_pool", "redact", "run_on"]
+
+_T = TypeVar("_T")
 
 
 def open_pool(
@@ -86,3 +91,42 @@ def describe_error(operation: str, exc: BaseException, where: str | ConnectionPo
     conninfo = where if isinstance(where, str) else conninfo_of(where)
     detail = str(exc).strip() or type(exc).__name__
     return redact(f"granule store: {operation} failed: {type(exc).__name__}: {detail}", conninfo)
+
+
+def run_on(
+    pool: ConnectionPool[Any],
+    operation: str,
+    work: Callable[[psycopg.Connection[Any]], _T],
+    *,
+    retry: bool = False,
+) -> _T:
+    """``work`` on a connection of ``pool``, in one transaction; psycopg's errors leave as ``StoreError``.
+
+    ``retry``: the statements are safe to repeat, so a connection that died under them
+    (a server restart) is worth one more go with a fresh one.
+    """
+    attempts = 2 if retry else 1
+    for attempt in range(1, attempts + 1):
+        died = False
+        try:
+            with pool.connection() as conn:
+                try:
+                    return work(conn)
+                except psycopg.OperationalError:
+                    # Read here: once the pool takes the connection back it is closed.
+                    died = conn.broken
+                    raise
+        except PoolTimeout as exc:
+            raise StoreError(describe_error(operation, exc, pool)) from exc
+        except psycopg.OperationalError as exc:
+            if attempt < attempts and died:
+                continue
+            raise StoreError(describe_error(operation, exc, pool)) from exc
+        except psycopg.Error as exc:
+            raise StoreError(describe_error(operation, exc, pool)) from exc
+        except UnicodeEncodeError as exc:
+            # psycopg encodes parameters itself and raises this one bare.
+            msg = f"granule store: {operation} failed: a value is not valid UTF-8 text"
+            raise StoreError(msg) from exc
+    msg = "unreachable: every attempt returns or raises"
+    raise AssertionError(msg)

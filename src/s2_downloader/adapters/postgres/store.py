@@ -13,21 +13,20 @@ neither take over a live lease nor hold a granule past its lease. (Write ``now()
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final, TypeVar, assert_never
 
 import attrs
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
-from s2_downloader.adapters.postgres.pool import describe_error
+from s2_downloader.adapters.postgres.pool import run_on
 from s2_downloader.adapters.postgres.rows import SELECT, granule_of, naive_utc, utc_now
 from s2_downloader.adapters.postgres.status import LAST_FILE_DOWNLOADED_TIME, StoreStatus, read_status
 from s2_downloader.adapters.postgres.updates import UPDATES
 from s2_downloader.domain import lifecycle
-from s2_downloader.domain.errors import InvalidTransition, StoreError
+from s2_downloader.domain.errors import InvalidTransition
 from s2_downloader.domain.granule import Granule
 
 __all__ = ["PostgresGranuleStore"]
@@ -157,37 +156,6 @@ class PostgresGranuleStore:
 
         return self._run("status report", read_status, retry=True)
 
-    # -- the S3 store's upload record (its UploadLedger) -----------------------------
-
-    def load_upload(self, granule_id: str) -> Mapping[str, Any] | None:
-        """The ``store_upload`` record of the granule, or ``None``."""
-
-        def work(conn: psycopg.Connection[Any]) -> Mapping[str, Any] | None:
-            row = conn.execute("SELECT store_upload FROM granule WHERE id = %s", (granule_id,)).fetchone()
-            record = None if row is None else row[0]
-            return record if isinstance(record, dict) else None
-
-        return self._run("load upload record", work, retry=True)
-
-    def save_upload(self, granule_id: str, record: Mapping[str, Any]) -> None:
-        """Replace the granule's ``store_upload`` record."""
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(
-                "UPDATE granule SET store_upload = %s WHERE id = %s", (Jsonb(dict(record)), granule_id)
-            )
-
-        # Idempotent: a repeat writes the same record.
-        self._run("save upload record", work, retry=True)
-
-    def clear_upload(self, granule_id: str) -> None:
-        """Forget the granule's ``store_upload`` record."""
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            conn.execute("UPDATE granule SET store_upload = NULL WHERE id = %s", (granule_id,))
-
-        self._run("clear upload record", work, retry=True)
-
     # -- helpers ------------------------------------------------------------------
 
     def _params(self, granule_id: str, event: lifecycle.Event) -> dict[str, Any]:
@@ -240,30 +208,4 @@ class PostgresGranuleStore:
     def _run(
         self, operation: str, work: Callable[[psycopg.Connection[Any]], _T], *, retry: bool = False
     ) -> _T:
-        attempts = 2 if retry else 1
-        for attempt in range(1, attempts + 1):
-            died = False
-            try:
-                with self.pool.connection() as conn:
-                    try:
-                        return work(conn)
-                    except psycopg.OperationalError:
-                        # Read here: once the pool takes the connection back it is closed.
-                        died = conn.broken
-                        raise
-            except PoolTimeout as exc:
-                raise StoreError(describe_error(operation, exc, self.pool)) from exc
-            except psycopg.OperationalError as exc:
-                # A connection that died under us (server restart) is worth one more go
-                # with a fresh one, for the statements that are safe to repeat.
-                if attempt < attempts and died:
-                    continue
-                raise StoreError(describe_error(operation, exc, self.pool)) from exc
-            except psycopg.Error as exc:
-                raise StoreError(describe_error(operation, exc, self.pool)) from exc
-            except UnicodeEncodeError as exc:
-                # psycopg encodes parameters itself and raises this one bare.
-                msg = f"granule store: {operation} failed: a value is not valid UTF-8 text"
-                raise StoreError(msg) from exc
-        msg = "unreachable: every attempt returns or raises"
-        raise AssertionError(msg)
+        return run_on(self.pool, operation, work, retry=retry)

@@ -15,7 +15,7 @@ Equality with hashlib on random data is a test (tests/integration/test_s3_store.
 
 ``load()`` returns ``None`` when no libcrypto with these symbols can be loaded; the S3 store
 then falls back to hashlib and re-reads the prefix from the hub on resume (it still
-uploads none of the parts it already has; see adapters/s3.py).
+uploads none of the parts it already has; see adapters/store/s3/resume.py).
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
 A partial nobody has written for ``STALE_PARTIAL_SECONDS`` (far above any lease) belongs
 to an attempt that is gone: a failed granule, a crashed worker whose granule was then
-verified elsewhere under another filename. The runner sweeps the whole mount at start;
-the Lambda sweeps the next directory after each invocation, so an execution environment
-walks the whole mount over many invocations at the cost of one small listing each.
-One directory that cannot be read or cleaned (permissions, a stale NFS handle) is
-logged and skipped: it must never stop a start or fail an invocation.
+verified elsewhere under another filename. The runner sweeps the whole mount at start
+(``sweep_mount``); the Lambda sweeps the next directory after each invocation
+(``PartialSweep``), so an execution environment walks the whole mount over many
+invocations at the cost of one small listing each. One directory that cannot be read or
+cleaned (permissions, a stale NFS handle) is logged and skipped: it must never stop a
+start or fail an invocation. A sweep never follows a symlink and never touches a final file.
 """
 
 from __future__ import annotations
@@ -19,14 +20,46 @@ from typing import Final
 
 import attrs
 
-from s2_downloader.adapters.efs import Scan, close_scan, sweep_directory
+from s2_downloader.adapters.store.efs.paths import is_partial_name
 
-__all__ = ["STALE_PARTIAL_SECONDS", "PartialSweep", "sweep_directory", "sweep_mount"]
+__all__ = ["STALE_PARTIAL_SECONDS", "PartialSweep", "Scan", "sweep_directory", "sweep_mount"]
 
 _log = logging.getLogger("s2_downloader.sweep")
 
 #: Partial files untouched this long belong to nobody.
 STALE_PARTIAL_SECONDS: Final = 24 * 3600
+
+#: Lists a directory (``os.scandir``; tests pass their own).
+Scan = Callable[[str], Iterator[os.DirEntry[str]]]
+
+
+def sweep_directory(path: str, cutoff: float, *, scan: Scan = os.scandir) -> int:
+    """Remove the partial files in ``path`` last written before ``cutoff`` (epoch seconds).
+
+    Never follows a symlink and never touches a final file; raises ``OSError``.
+    """
+    removed = 0
+    entries = scan(path)
+    try:
+        for entry in entries:
+            if not (is_partial_name(entry.name) and entry.is_file(follow_symlinks=False)):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # removed while we looked
+    finally:
+        _close_scan(entries)
+    return removed
+
+
+def _close_scan(entries: Iterator[os.DirEntry[str]] | None) -> None:
+    # A scandir iterator holds a file descriptor until closed; a test's plain iterator has no close.
+    close = getattr(entries, "close", None)
+    if close is not None:
+        close()
 
 
 def _skip(path: str, exc: OSError) -> None:
@@ -59,7 +92,7 @@ def sweep_mount(
         _skip(mount, exc)
         return 0
     finally:
-        close_scan(entries)
+        _close_scan(entries)
     for path in directories:
         try:
             removed += sweep_directory(path, cutoff, scan=scan)
@@ -114,4 +147,4 @@ class PartialSweep:
 
     def _close(self) -> None:
         entries, self._entries = self._entries, None
-        close_scan(entries)
+        _close_scan(entries)

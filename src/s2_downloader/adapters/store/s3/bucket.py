@@ -1,0 +1,186 @@
+"""The S3 requests the store makes, each translated to the store's errors: uploads, parts, object checks.
+
+Every body goes with its ``Content-MD5``, so S3 refuses one damaged on the way.
+
+``object_digest`` reads an object's ``md5`` metadata, else its ETag when that is a plain
+MD5 (a single-part upload without SSE-KMS or SSE-C); any other object counts as no product.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from botocore.exceptions import BotoCoreError, ClientError
+
+from s2_downloader.adapters.store.s3.checksums import content_md5, is_md5, md5, plain_etag
+from s2_downloader.adapters.store.s3.errors import error_code, store_error
+from s2_downloader.adapters.store.s3.records import Part
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+__all__ = ["Bucket", "OpenUpload"]
+
+
+@attrs.frozen(kw_only=True)
+class OpenUpload:
+    """A multipart upload S3 still holds (and charges for)."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+
+
+@attrs.frozen
+class Bucket:
+    """One bucket through a boto3 S3 client (its retries and timeouts are the caller's choice)."""
+
+    client: S3Client = attrs.field(repr=False)
+    name: str
+
+    def where(self, key: str) -> str:
+        """``s3://<bucket>/<key>``, for messages."""
+        return f"s3://{self.name}/{key}"
+
+    def call(self, operation: str, key: str, action: Callable[[], Any]) -> Any:
+        """Run one S3 request; botocore errors leave as ``FileStoreError``/``StoreUnavailable``."""
+        try:
+            return action()
+        except (BotoCoreError, ClientError) as exc:
+            raise store_error(operation, self.where(key), exc) from exc
+
+    def check(self) -> None:
+        """Raise ``FileStoreError`` unless the bucket exists and can be reached with these credentials."""
+        self.call("HeadBucket", "", lambda: self.client.head_bucket(Bucket=self.name))
+
+    def object_digest(self, key: str) -> str | None:
+        """The object's MD5 from its ``md5`` metadata or plain ETag; ``None`` without object or MD5."""
+        try:
+            head = self.client.head_object(Bucket=self.name, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise store_error("HeadObject", self.where(key), exc) from exc
+        except BotoCoreError as exc:
+            raise store_error("HeadObject", self.where(key), exc) from exc
+        stated = head.get("Metadata", {}).get("md5", "").lower()
+        if is_md5(stated):
+            return stated
+        etag = plain_etag(head.get("ETag", ""))
+        encrypted = str(head.get("ServerSideEncryption", "")).startswith("aws:kms")
+        if is_md5(etag) and not encrypted and "SSECustomerAlgorithm" not in head:
+            return etag
+        return None
+
+    def create_upload(self, key: str, checksum: str) -> str:
+        """Start a multipart upload of ``key`` with the expected MD5 as its ``md5`` metadata."""
+        response = self.call(
+            "CreateMultipartUpload",
+            key,
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.name, Key=key, Metadata={"md5": checksum}
+            ),
+        )
+        return str(response["UploadId"])
+
+    def put_object(self, key: str, body: bytes, *, checksum: str) -> None:
+        """Put ``body`` at ``key`` whole, with its ``Content-MD5``, the expected MD5 as ``md5`` metadata."""
+        self.call(
+            "PutObject",
+            key,
+            lambda: self.client.put_object(
+                Bucket=self.name,
+                Key=key,
+                Body=body,
+                ContentMD5=content_md5(md5(body).digest()),
+                Metadata={"md5": checksum},
+            ),
+        )
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes, body_md5: bytes) -> str:
+        """Send part ``number`` of the upload with the ``Content-MD5`` of ``body_md5``; its ETag."""
+        response = self.call(
+            "UploadPart",
+            key,
+            lambda: self.client.upload_part(
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentMD5=content_md5(body_md5),
+            ),
+        )
+        return str(response["ETag"])
+
+    def complete_upload(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
+        """Make the upload's ``parts`` the object at ``key``."""
+        listed = [{"PartNumber": part.number, "ETag": part.etag} for part in parts]
+        self.call(
+            "CompleteMultipartUpload",
+            key,
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},  # type: ignore[typeddict-item]
+            ),
+        )
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one multipart upload; one that is gone already is fine."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                return
+            raise store_error("AbortMultipartUpload", self.where(key), exc) from exc
+        except BotoCoreError as exc:
+            raise store_error("AbortMultipartUpload", self.where(key), exc) from exc
+
+    def abort_uploads_of(self, key: str) -> None:
+        """Abort every multipart upload of exactly ``key``."""
+        for upload in self.uploads(prefix=key):
+            if upload.key == key:
+                self.abort_upload(upload.key, upload.upload_id)
+
+    def list_parts(self, key: str, upload_id: str) -> dict[int, Part] | None:
+        """The parts S3 holds for the upload, or ``None`` when the upload is gone."""
+        parts: dict[int, Part] = {}
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.name, Key=key, UploadId=upload_id
+            )
+            for page in pages:
+                for part in page.get("Parts", []):
+                    number = part["PartNumber"]
+                    parts[number] = Part(number, part["Size"], part["ETag"])
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                return None
+            raise store_error("ListParts", self.where(key), exc) from exc
+        except BotoCoreError as exc:
+            raise store_error("ListParts", self.where(key), exc) from exc
+        return parts
+
+    def uploads(self, *, prefix: str) -> list[OpenUpload]:
+        """The multipart uploads S3 holds under ``prefix``."""
+        uploads: list[OpenUpload] = []
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.name, Prefix=prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    initiated = upload["Initiated"]
+                    if initiated.tzinfo is None:
+                        initiated = initiated.replace(tzinfo=dt.UTC)
+                    uploads.append(
+                        OpenUpload(key=upload["Key"], upload_id=upload["UploadId"], initiated=initiated)
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise store_error("ListMultipartUploads", self.where(prefix), exc) from exc
+        return uploads

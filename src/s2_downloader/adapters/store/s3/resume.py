@@ -1,0 +1,100 @@
+"""Opening a granule's upload again: what the ledger recorded, checked against what S3 still holds.
+
+The next attempt lists the upload's parts, keeps the recorded ones that S3 still has with
+the same size and ETag, restores the MD5 state and carries on from the end of the last one
+(the use case asks the hub for the rest with a Range request). The MD5 state is OpenSSL's
+``MD5_CTX`` (``adapters/store/md5state.py``), because hashlib cannot save one and
+re-reading the prefix would spend the hub's quota. When that state cannot be used (no
+libcrypto, or a part went missing), the attempt starts from byte 0 of the hub, but the
+parts S3 holds become candidates that are reused, not re-sent, when the same bytes come
+again. ``NoSuchUpload`` (the upload was aborted, e.g. by the bucket's lifecycle rule)
+restarts from 0.
+"""
+
+from __future__ import annotations
+
+from s2_downloader.adapters.store import md5state
+from s2_downloader.adapters.store.s3.bucket import Bucket
+from s2_downloader.adapters.store.s3.checksums import plain_etag
+from s2_downloader.adapters.store.s3.partial import S3Partial
+from s2_downloader.adapters.store.s3.records import Part, UploadRecord
+from s2_downloader.domain.ports import UploadLedger
+
+__all__ = ["resume"]
+
+
+def resume(
+    bucket: Bucket, ledger: UploadLedger, *, granule_id: str, object_key: str, checksum: str, part_size: int
+) -> S3Partial:
+    """The granule's upload in progress, resumed from its record when S3 still agrees with it, else fresh."""
+    fresh = S3Partial(
+        bucket=bucket,
+        ledger=ledger,
+        granule_id=granule_id,
+        object_key=object_key,
+        checksum=checksum,
+        part_size=part_size,
+    )
+    saved = ledger.load(granule_id)
+    if saved is None:
+        # An upload begun by an attempt that died before recording it: nobody can
+        # resume it, and the lease makes this attempt the only writer of the key.
+        bucket.abort_uploads_of(object_key)
+        return fresh
+    record = UploadRecord.parse(saved)
+    if record is None or record.key != object_key or record.md5 != checksum:
+        # Another key or another checksum (the metadata would be wrong): start over.
+        if record is not None:
+            bucket.abort_upload(record.key, record.upload_id)
+        ledger.clear(granule_id)
+        return fresh
+    listed = bucket.list_parts(object_key, record.upload_id)
+    if listed is None:
+        ledger.clear(granule_id)
+        return fresh
+    kept = _kept_parts(record, listed)
+    restored = (
+        md5state.ResumableMd5.restore(record.md5_state)
+        if record.md5_state is not None and len(kept) == len(record.parts)
+        else None
+    )
+    if restored is None or not kept:
+        # Without the MD5 state the bytes come again from byte 0: parts S3 holds with the
+        # same bytes are reused as they arrive, not sent again.
+        return S3Partial(
+            bucket=bucket,
+            ledger=ledger,
+            granule_id=granule_id,
+            object_key=object_key,
+            checksum=checksum,
+            part_size=record.part_size,
+            upload_id=record.upload_id,
+            candidates=listed,
+        )
+    return S3Partial(
+        bucket=bucket,
+        ledger=ledger,
+        granule_id=granule_id,
+        object_key=object_key,
+        checksum=checksum,
+        part_size=record.part_size,
+        upload_id=record.upload_id,
+        parts=kept,
+        parts_md5=restored,
+        done=sum(part.size for part in kept),
+        validator=record.validator,
+        resumed=True,
+        # Parts sent after the last record (a crash in between) may hold the next bytes.
+        candidates={number: part for number, part in listed.items() if number > len(kept)},
+    )
+
+
+def _kept_parts(record: UploadRecord, listed: dict[int, Part]) -> list[Part]:
+    """The recorded parts, up to the first that S3 no longer holds with the same size and ETag."""
+    kept: list[Part] = []
+    for part in record.parts:
+        there = listed.get(part.number)
+        if there is None or there.size != part.size or plain_etag(there.etag) != plain_etag(part.etag):
+            break
+        kept.append(part)
+    return kept

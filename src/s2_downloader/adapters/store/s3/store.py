@@ -1,0 +1,185 @@
+"""``S3Store``: verified products as objects of a bucket, uploads completed only when the MD5 matches.
+
+The verified product of a granule is the object ``s3://<bucket>/<key>``, the key rendered
+from ``S3_KEY_TEMPLATE`` by the ``object_key`` function the composition root passes in.
+Nothing unverified is ever visible there: the upload in progress (``partial.py``) is
+completed only when its MD5 is the hub's checksum, resumed from the record its
+``UploadLedger`` keeps (``resume.py``, ``records.py``). ``final_digest`` trusts only an
+MD5 the object states (``bucket.py``); any other object at the key is left alone until a
+verified upload replaces it (``discard_final`` and ``remove`` never delete an object).
+``remove`` (a granule failed for good) aborts the granule's open multipart uploads. Of the
+chores, only the report is S3's: ``status`` lists the bucket's old multipart uploads, which
+S3 charges for; a sweep has nothing to do.
+
+Every botocore error leaves as ``FileStoreError``: throttling (``SlowDown``, 503) and
+unreachable endpoints as ``StoreUnavailable``, which the entry points hand back without
+counting, like any file store error (``errors.py``).
+
+Two workers never write one granule at once while leases hold; the use case checks its
+lease before ``promote``. A worker that lost its lease may still send parts of the same
+product to the same upload, which the next one overwrites with the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Final
+
+import attrs
+
+from s2_downloader.adapters.store.s3.bucket import Bucket
+from s2_downloader.adapters.store.s3.partial import S3Partial
+from s2_downloader.adapters.store.s3.records import UploadRecord
+from s2_downloader.adapters.store.s3.resume import resume
+from s2_downloader.domain.errors import FileStoreError, PartialInUse
+from s2_downloader.domain.ports import Leftover, Leftovers
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+    from s2_downloader.domain.ports import FileKey, UploadLedger
+
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3Store"]
+
+#: The part size unless the product needs larger ones.
+DEFAULT_PART_SIZE: Final = 16 * 1024 * 1024
+#: S3's smallest part but the last.
+MIN_PART_SIZE: Final = 5 * 1024 * 1024
+
+
+@attrs.define
+class S3Store:
+    """Verified products as objects of ``bucket``: the ``Store`` port (``Files`` and its chores).
+
+    ``client`` is a boto3 S3 client (its retries and timeouts are the caller's choice);
+    ``object_key`` renders a product's key (``S3_KEY_TEMPLATE`` filled in). ``min_part_size``
+    is S3's floor; lower it only for a test server that allows smaller parts.
+    """
+
+    client: S3Client = attrs.field(repr=False)
+    bucket: str
+    ledger: UploadLedger = attrs.field(repr=False)
+    object_key: Callable[[FileKey], str]
+    part_size: int = DEFAULT_PART_SIZE
+    min_part_size: int = MIN_PART_SIZE
+    _open: dict[str, S3Partial] = attrs.field(factory=dict, init=False, repr=False)
+    _opening: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _open_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _bucket: Bucket = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.part_size < self.min_part_size:
+            msg = f"part size {self.part_size} is below the smallest S3 allows ({self.min_part_size})"
+            raise ValueError(msg)
+        self._bucket = Bucket(self.client, self.bucket)
+
+    # -- FinalFiles ----------------------------------------------------------------------
+
+    def final_digest(self, key: FileKey) -> str | None:
+        """The object's MD5 from its ``md5`` metadata or plain ETag; ``None`` without object or MD5."""
+        return self._bucket.object_digest(self.object_key(key))
+
+    def discard_final(self, key: FileKey) -> None:
+        """Leave the object alone: only a verified upload replaces it."""
+        del key
+
+    def remove(self, key: FileKey) -> None:
+        """A failed granule: abort its multipart uploads and forget the record; the object stays."""
+        self.discard_partial(key)
+        with self._open_lock:
+            opened = key.granule_id in self._open
+        if opened:
+            self._bucket.abort_uploads_of(self.object_key(key))
+
+    # -- PartialFiles --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open_partial(self, key: FileKey, *, checksum: str) -> Iterator[S3Partial]:
+        """The granule's upload in progress, resumed from its record when S3 still agrees with it."""
+        with self._open_lock:
+            if key.granule_id in self._open or key.granule_id in self._opening:
+                msg = f"the upload of {key.granule_id} is open in this process already"
+                raise PartialInUse(msg)
+            # Reserved before resuming: resuming may abort uploads of the key.
+            self._opening.add(key.granule_id)
+        try:
+            partial = resume(
+                self._bucket,
+                self.ledger,
+                granule_id=key.granule_id,
+                object_key=self.object_key(key),
+                checksum=checksum.lower(),
+                part_size=self.part_size,
+            )
+        finally:
+            with self._open_lock:
+                self._opening.discard(key.granule_id)
+        with self._open_lock:
+            self._open[key.granule_id] = partial
+        try:
+            yield partial
+        finally:
+            with self._open_lock:
+                if self._open.get(key.granule_id) is partial:
+                    del self._open[key.granule_id]
+            # The buffered tail is dropped, as a crash would: the next attempt asks the hub
+            # for it again, from the end of the last part sent.
+            partial.closed = True
+
+    def promote(self, key: FileKey) -> None:
+        """Complete the open upload (or put the small product) once its MD5 is the checksum."""
+        with self._open_lock:
+            partial = self._open.get(key.granule_id)
+        if partial is None or partial.object_key != self.object_key(key):
+            msg = (
+                f"cannot promote {key.granule_id}: its upload is not open here (promote it while it is open)"
+            )
+            raise FileStoreError(msg)
+        partial.commit()
+
+    def discard_partial(self, key: FileKey) -> None:
+        """Abort the granule's multipart upload (open here or recorded) and forget its record."""
+        with self._open_lock:
+            partial = self._open.get(key.granule_id)
+        if partial is not None:
+            partial.abort()
+            return
+        record = UploadRecord.parse(self.ledger.load(key.granule_id) or {})
+        if record is not None:
+            self._bucket.abort_upload(record.key, record.upload_id)
+        self.ledger.clear(key.granule_id)
+        # Also one begun by an attempt that died before recording it.
+        self._bucket.abort_uploads_of(self.object_key(key))
+
+    # -- StoreChores ---------------------------------------------------------------------
+
+    def sweep_leftovers(self) -> int:
+        """Nothing: the bucket's lifecycle rule aborts old uploads; a worker aborts only its granule's."""
+        return 0
+
+    def sweep_some_leftovers(self) -> int:
+        """Nothing, as ``sweep_leftovers``."""
+        return 0
+
+    def leftovers(self, older_than_seconds: float, *, now: dt.datetime | None = None) -> Leftovers:
+        """Multipart uploads begun more than ``older_than_seconds`` before ``now`` (S3 charges for them)."""
+        cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=older_than_seconds)
+        try:
+            uploads = self._bucket.uploads(prefix="")
+        except FileStoreError as exc:
+            raise type(exc)(f"cannot list multipart uploads: {exc}") from exc
+        return Leftovers(
+            kind="open multipart uploads",
+            items=tuple(
+                Leftover(where=upload.key, upload_id=upload.upload_id, since=upload.initiated)
+                for upload in uploads
+                if upload.initiated < cutoff
+            ),
+        )
+
+    def check_bucket(self) -> None:
+        """Raise ``FileStoreError`` unless the bucket exists and can be reached with these credentials."""
+        self._bucket.check()
