@@ -23,7 +23,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s2_downloader.adapters.hub_http import time_left
+from s2_downloader.adapters.hub.client import time_left
 from s2_downloader.domain.errors import DeadlineExceeded, FailureKind, HubError, S2DownloaderError
 
 if TYPE_CHECKING:

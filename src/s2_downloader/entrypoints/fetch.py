@@ -39,9 +39,9 @@ import urllib3
 from s2_downloader.adapters.efs import EfsFileStore
 from s2_downloader.adapters.granule_queries import kind_of
 from s2_downloader.adapters.hub import CdseHub, DhusHub
-from s2_downloader.adapters.hub_http import HubHttp
+from s2_downloader.adapters.hub.client import HubHttp
+from s2_downloader.adapters.hub.urls import check_url
 from s2_downloader.adapters.memory_granules import MemoryGranuleStore
-from s2_downloader.adapters.urls import check_url
 from s2_downloader.domain import AttemptContext, Defer, Done, Failed, Granule, RetryLater, RetryPolicy, handle
 from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
 from s2_downloader.domain.ports import FileKey

@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from s2_downloader.adapters.efs import EfsFileStore
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
-from s2_downloader.adapters.hub_cdse import TokenSource
+from s2_downloader.adapters.hub.cdse import TokenSource
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
 from s2_downloader.adapters.postgres import PostgresGranuleStore, open_pool
 from s2_downloader.adapters.s3 import S3Store

@@ -11,8 +11,8 @@ from typing import Any
 import attrs
 import urllib3
 
-from s2_downloader.adapters.hub_http import DEFAULT_CHUNK_SIZE, HubHttp, ProductResponseStream, is_md5
-from s2_downloader.adapters.urls import Origin, check_url, shown
+from s2_downloader.adapters.hub.client import DEFAULT_CHUNK_SIZE, HubHttp, ProductResponseStream, is_md5
+from s2_downloader.adapters.hub.urls import Origin, check_url, shown
 from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
 from s2_downloader.domain.request import DownloadRequest
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import attrs
 import urllib3
 
-from s2_downloader.adapters.hub_http import (
+from s2_downloader.adapters.hub.client import (
     DEFAULT_CHUNK_SIZE,
     Credentials,
     HubHttp,
@@ -21,7 +21,7 @@ from s2_downloader.adapters.hub_http import (
     is_md5,
     time_left,
 )
-from s2_downloader.adapters.urls import Origin, check_url, shown
+from s2_downloader.adapters.hub.urls import Origin, check_url, shown
 from s2_downloader.domain.errors import BadRequest, DeadlineExceeded, FailureKind, HubError
 from s2_downloader.domain.request import DownloadRequest
 

@@ -38,7 +38,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from s2_downloader.adapters.urls import Origin, check_redirect, check_url, shown
+from s2_downloader.adapters.hub.urls import Origin, check_redirect, check_url, shown
 from s2_downloader.domain.errors import BadRequest, DeadlineExceeded, FailureKind, HubError
 
 __all__ = [

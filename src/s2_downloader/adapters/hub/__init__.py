@@ -5,9 +5,9 @@ translate every failure into ``HubError`` with the documented ``FailureKind`` (o
 ``DeadlineExceeded`` when the caller's deadline passes first).
 """
 
-from s2_downloader.adapters.hub_cdse import DEFAULT_DOWNLOAD_HOSTS, CdseHub, CdseTokens
-from s2_downloader.adapters.hub_dhus import DhusHub
-from s2_downloader.adapters.hub_http import DEFAULT_CHUNK_SIZE, MAX_REDIRECTS, parse_retry_after
+from s2_downloader.adapters.hub.cdse import DEFAULT_DOWNLOAD_HOSTS, CdseHub, CdseTokens
+from s2_downloader.adapters.hub.client import DEFAULT_CHUNK_SIZE, MAX_REDIRECTS, parse_retry_after
+from s2_downloader.adapters.hub.dhus import DhusHub
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
