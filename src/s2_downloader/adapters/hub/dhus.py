@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import urllib.parse
 from contextlib import AbstractContextManager
@@ -11,7 +10,10 @@ from typing import Any
 import attrs
 import urllib3
 
-from s2_downloader.adapters.hub.client import DEFAULT_CHUNK_SIZE, HubHttp, ProductResponseStream, is_md5
+from s2_downloader.adapters.hub.answers import is_md5
+from s2_downloader.adapters.hub.client import HubHttp
+from s2_downloader.adapters.hub.credentials import BasicCredentials
+from s2_downloader.adapters.hub.stream import DEFAULT_CHUNK_SIZE, ProductResponseStream
 from s2_downloader.adapters.hub.urls import Origin, check_url, shown
 from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
 from s2_downloader.domain.request import DownloadRequest
@@ -19,20 +21,6 @@ from s2_downloader.domain.request import DownloadRequest
 __all__ = ["DhusHub"]
 
 _log = logging.getLogger("s2_downloader.hub.dhus")
-
-
-@attrs.frozen
-class _Basic:
-    header: str = attrs.field(repr=False)
-
-    def authorization(self, *, deadline: float | None = None) -> str:
-        del deadline
-        return self.header
-
-    def rejected(self, authorization: str) -> bool:
-        # The same user and password would be refused again.
-        del authorization
-        return False
 
 
 @attrs.define
@@ -56,12 +44,11 @@ class DhusHub:
     def __attrs_post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
         self._origin = check_url(self.base_url)
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
         self._http = HubHttp(
             pool=self.pool,
             timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
             credential_origins=frozenset({self._origin}),
-            credentials=_Basic(f"Basic {token}"),
+            credentials=BasicCredentials.of(self.username, self.password),
             chunk_size=self.chunk_size,
             log=_log,
         )
