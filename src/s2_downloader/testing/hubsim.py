@@ -800,20 +800,26 @@ class _Exchange:
             return
         value = self._published(entry, fault).upper()  # DHuS publishes upper case
         uri = f"{self.sim.base_url}/dhus/odata/v1/Products('{self.product_id}')"
-        document = {
-            "d": {
-                "__metadata": {
-                    "id": uri,
-                    "uri": uri,
-                    "type": "DHuS.Product",
-                    "content_type": "application/octet-stream",
-                    "media_src": f"{uri}/$value",
-                    "edit_media": f"{uri}/$value",
-                },
-                "Checksum": {"__metadata": {"type": "DHuS.Checksum"}, "Algorithm": "MD5", "Value": value},
-            }
+        fields: dict[str, Any] = {
+            "Id": self.product_id,
+            # DHuS names a product without the .SAFE that CDSE's catalogue adds.
+            "Name": self.product_id,
+            "ContentLength": entry.product.size,
+            "Online": True,
+            "Checksum": {"__metadata": {"type": "DHuS.Checksum"}, "Algorithm": "MD5", "Value": value},
         }
-        self._json(200, document)
+        selected = {name.strip() for name in self.query.get("$select", [""])[0].split(",") if name.strip()}
+        if selected:
+            fields = {name: field for name, field in fields.items() if name in selected}
+        metadata = {
+            "id": uri,
+            "uri": uri,
+            "type": "DHuS.Product",
+            "content_type": "application/octet-stream",
+            "media_src": f"{uri}/$value",
+            "edit_media": f"{uri}/$value",
+        }
+        self._json(200, {"d": {"__metadata": metadata, **fields}})
 
     def _cdse_checksum(self) -> None:
         product_id = self.product_id

@@ -46,6 +46,7 @@ class CdseHub:
     download_hosts: frozenset[str] = DEFAULT_DOWNLOAD_HOSTS
     _hosts: frozenset[str] = attrs.field(init=False, repr=False)
     _catalogue: HubHttp = attrs.field(init=False, repr=False)
+    _public: HubHttp = attrs.field(init=False, repr=False)
     _zipper: HubHttp = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -63,6 +64,15 @@ class CdseHub:
             timeout=timeout,
             credential_origins=frozenset({catalogue}),
             credentials=self.tokens,
+            follow_origins=frozenset({catalogue}),
+            chunk_size=self.chunk_size,
+            log=_log,
+        )
+        # The catalogue is public: a name is looked up without asking for a token.
+        self._public = HubHttp(
+            pool=self.pool,
+            timeout=timeout,
+            credential_origins=frozenset(),
             follow_origins=frozenset({catalogue}),
             chunk_size=self.chunk_size,
             log=_log,
@@ -102,9 +112,25 @@ class CdseHub:
         No product is ``NOT_FOUND``; a product offline, or whose MD5 is not published
         yet (CDSE adds checksums seconds to minutes after the product), is ``OFFLINE``.
         """
-        query = urllib.parse.quote(f"Id eq '{granule_id}'", safe="'")
-        url = f"{self.checksum_url}/odata/v1/Products?$filter={query}"
+        url = self._catalogue_query(granule_id)
         return _md5_of(self._catalogue.get_json(url, granule_id=granule_id, deadline=deadline), granule_id)
+
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        """The product's ``Name`` in the CDSE catalogue (``None`` when it lists none); raises ``HubError``.
+
+        No product is ``NOT_FOUND``. Asked without the token: the catalogue is public.
+        """
+        url = self._catalogue_query(granule_id)
+        document = self._public.get_json(url, granule_id=granule_id, deadline=deadline)
+        try:
+            name = _entry(document, granule_id).get("Name")
+        except (KeyError, TypeError, AttributeError, IndexError):
+            return None
+        return name if isinstance(name, str) and name.strip() else None
+
+    def product_url(self, granule_id: str) -> str:
+        """The zipper's link for ``granule_id``, where ``open_product`` fetches it from."""
+        return f"{self.zipper_url}/odata/v1/Products({urllib.parse.quote(granule_id, safe='')})/$value"
 
     def open_product(
         self,
@@ -119,10 +145,18 @@ class CdseHub:
         ``request.download_url`` is not fetched: CDSE products come from
         ``{zipper}/odata/v1/Products(<id>)/$value`` whatever link the message carried.
         """
-        url = f"{self.zipper_url}/odata/v1/Products({urllib.parse.quote(request.id, safe='')})/$value"
         return self._zipper.product(
-            url, offset, granule_id=request.id, validator=validator, deadline=deadline
+            self.product_url(request.id),
+            offset,
+            granule_id=request.id,
+            validator=validator,
+            deadline=deadline,
         )
+
+    def _catalogue_query(self, granule_id: str) -> str:
+        """The catalogue's query for the one product ``granule_id``."""
+        query = urllib.parse.quote(f"Id eq '{granule_id}'", safe="'")
+        return f"{self.checksum_url}/odata/v1/Products?$filter={query}"
 
 
 def _https_origin(host: str) -> Origin:
@@ -133,12 +167,21 @@ def _https_origin(host: str) -> Origin:
         raise ValueError(msg) from exc
 
 
+def _entry(document: Any, granule_id: str) -> Any:
+    """The catalogue's entry for the product; ``NOT_FOUND`` when the list is empty.
+
+    Raises ``KeyError``, ``TypeError``, ``AttributeError`` or ``IndexError`` for a
+    malformed answer, for the caller to say what it was looking for.
+    """
+    products = document["value"]
+    if not products:
+        raise HubError(FailureKind.NOT_FOUND, f"the CDSE catalogue has no product {granule_id}")
+    return products[0]
+
+
 def _md5_of(document: Any, granule_id: str) -> str:
     try:
-        products = document["value"]
-        if not products:
-            raise HubError(FailureKind.NOT_FOUND, f"the CDSE catalogue has no product {granule_id}")
-        product = products[0]
+        product = _entry(document, granule_id)
         online = product.get("Online", True)
         entries = product.get("Checksum") or []
         values = [e.get("Value") for e in entries if str(e.get("Algorithm", "")).upper() == "MD5"]

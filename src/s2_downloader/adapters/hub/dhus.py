@@ -1,4 +1,7 @@
-"""The DHuS hub (SciHub, IntHub): OData over HTTP Basic auth (docs/interface.md, "The hub")."""
+"""The DHuS hub (SciHub, IntHub): OData over HTTP Basic auth (docs/interface.md, "The hub").
+
+Every DHuS URL is built here: the product's entry (its checksum, its name) and its ``$value``.
+"""
 
 from __future__ import annotations
 
@@ -59,11 +62,22 @@ class DhusHub:
             msg = f"download_url {shown(url)!r} is not on the origin of SCIHUB_URL"
             raise BadRequest(msg)
 
+    def product_url(self, granule_id: str) -> str:
+        """The product's ``$value`` link: the ``download_url`` a message for ``granule_id`` carries."""
+        return f"{self._entry_url(granule_id)}/$value"
+
     def checksum(self, granule_id: str, *, deadline: float | None = None) -> str:
         """The MD5 DHuS publishes for the product, lowercase hex; raises ``HubError``."""
-        key = urllib.parse.quote(granule_id, safe="")
-        url = f"{self.base_url}/dhus/odata/v1/Products('{key}')/?$format=json&$select=Checksum"
+        url = f"{self._entry_url(granule_id)}/?$format=json&$select=Checksum"
         return _md5_of(self._http.get_json(url, granule_id=granule_id, deadline=deadline), granule_id)
+
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        """The product's ``Name`` in DHuS (``None`` when the answer has none); raises ``HubError``.
+
+        An unknown product is ``NOT_FOUND`` (DHuS answers 404).
+        """
+        url = f"{self._entry_url(granule_id)}/?$format=json&$select=Name"
+        return _name_of(self._http.get_json(url, granule_id=granule_id, deadline=deadline))
 
     def open_product(
         self,
@@ -82,6 +96,18 @@ class DhusHub:
         return self._http.product(
             request.download_url, offset, granule_id=request.id, validator=validator, deadline=deadline
         )
+
+    def _entry_url(self, granule_id: str) -> str:
+        """The product's OData entry: ``{SCIHUB_URL}/dhus/odata/v1/Products('<id>')``."""
+        return f"{self.base_url}/dhus/odata/v1/Products('{urllib.parse.quote(granule_id, safe='')}')"
+
+
+def _name_of(document: Any) -> str | None:
+    try:
+        name = document["d"].get("Name")
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name.strip() else None
 
 
 def _md5_of(document: Any, granule_id: str) -> str:
