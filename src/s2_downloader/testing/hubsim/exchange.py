@@ -24,6 +24,7 @@ from s2_downloader.testing.hubsim.catalogue import Catalogue, Entry
 from s2_downloader.testing.hubsim.content import PERIOD, SimProduct, doubled_block, pieces
 from s2_downloader.testing.hubsim.faults import Fault
 from s2_downloader.testing.hubsim.identity import Identity
+from s2_downloader.testing.hubsim.pacing import Pacer
 from s2_downloader.testing.hubsim.requestlog import RecordedRequest, RequestLog
 
 __all__ = ["Exchange", "Sim", "Stopping", "dhus_error"]
@@ -56,7 +57,7 @@ class Sim(Protocol):
 
     @property
     def rate_limit(self) -> float | None:
-        """Bytes per second a connection's product body is paced at; ``None``: as fast as it goes."""
+        """Bytes per second a connection's product body is paced at (``pacing.py``); ``None``: unpaced."""
         ...
 
     @property
@@ -297,17 +298,15 @@ class Exchange:
             for piece in pieces(product.seed, start, stop):
                 sendall(piece)
             return
-        # Paced: small pieces, sleeping whenever the sender is ahead of the rate.
-        step = max(1, int(rate // 50))
-        began, sent = time.monotonic(), 0
+        # Paced in pieces of at most a burst, each sent once the connection's budget allows.
+        pacer = Pacer(rate)
         for piece in pieces(product.seed, start, stop):
-            for at in range(0, len(piece), step):
-                part = piece[at : at + step]
-                sendall(part)
-                sent += len(part)
-                ahead = sent / rate - (time.monotonic() - began)
-                if ahead > 0 and self.sim.stopping.wait(ahead):
+            for at in range(0, len(piece), pacer.burst):
+                part = piece[at : at + pacer.burst]
+                wait = pacer.delay(len(part))
+                if wait > 0 and self.sim.stopping.wait(wait):
                     raise Stopping
+                sendall(part)
 
     def _abort(self) -> None:
         """Close the socket with an RST, the way a crashed peer or a middlebox does."""

@@ -85,7 +85,8 @@ class HubSimulator:
 
     ``require_auth=False`` makes a public mirror (no credentials checked), handy as the
     "other origin" a redirect points to. ``rate_limit`` caps each connection's body at
-    that many bytes per second.
+    that many bytes per second, and a connection that stalls does not catch up afterwards
+    (``pacing.py``).
     """
 
     def __init__(
