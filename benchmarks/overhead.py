@@ -205,7 +205,7 @@ def section(result: Overhead, notes: list[str]) -> Section:
         out.body.append("")
         waits = _calls(stats, "/psycopg/", "wait")
         sqs = _calls(stats, "/botocore/", "_make_api_call")
-        hub = _calls(stats, "/s2_downloader/adapters/hub_http.py", "_send_once")
+        hub = _calls(stats, "/s2_downloader/adapters/hub/client.py", "_send_once")
         out.body += [
             "**Round trips per granule** (counted in the profiled run): "
             f"PostgreSQL {waits / GRANULES:.1f} (psycopg waits for a server answer), "

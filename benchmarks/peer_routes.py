@@ -23,7 +23,7 @@ import json
 import re
 import urllib.parse
 
-from s2_downloader.testing import hubsim
+from s2_downloader.testing.hubsim import server as hubsim
 
 __all__ = ["PeerHub"]
 

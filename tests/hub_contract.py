@@ -43,6 +43,10 @@ class HubHarness(Protocol):
         """Make ``product_id`` available with ``size`` bytes of content; the content."""
         ...
 
+    def listed_name(self, product_id: str) -> str:
+        """The name the hub lists a published ``product_id`` under."""
+        ...
+
     def republish(self, product_id: str) -> bytes:
         """Replace ``product_id`` with other content of the same size (its validator changes); the content."""
         ...
@@ -119,10 +123,18 @@ def checksum_of_a_known_product(h: HubHarness) -> None:
     _expect("checksum", md5(content), h.hub.checksum(product_id))
 
 
+def name_of_a_known_product(h: HubHarness) -> None:
+    """A published product is listed under its name."""
+    product_id = _new_id()
+    h.publish(product_id)
+    _expect("product name", h.listed_name(product_id), h.hub.product_name(product_id))
+
+
 def unknown_product_is_not_found(h: HubHarness) -> None:
-    """Neither a checksum nor a stream exists for a product never published: NOT_FOUND."""
+    """Neither a checksum, a name nor a stream exists for a product never published: NOT_FOUND."""
     product_id = _new_id()
     _expect("unknown checksum", FailureKind.NOT_FOUND, _kind(lambda: h.hub.checksum(product_id)))
+    _expect("unknown name", FailureKind.NOT_FOUND, _kind(lambda: h.hub.product_name(product_id)))
     _expect("unknown product", FailureKind.NOT_FOUND, _kind(_open(h, product_id)))
 
 
@@ -211,6 +223,7 @@ def offline_is_offline(h: HubHarness) -> None:
 
 CHECKS: tuple[Check, ...] = (
     checksum_of_a_known_product,
+    name_of_a_known_product,
     unknown_product_is_not_found,
     stream_from_the_start,
     stream_from_an_offset,

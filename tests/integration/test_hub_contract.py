@@ -36,6 +36,10 @@ class SimHarness:
         """Add the product to the simulator (a strong ETag and a Last-Modified)."""
         return self.sim.add_product(product_id, self.size).read()
 
+    def listed_name(self, product_id: str) -> str:
+        """DHuS lists the id; the CDSE catalogue adds ``.SAFE``."""
+        return product_id if self.api == "dhus" else f"{product_id}.SAFE"
+
     def republish(self, product_id: str) -> bytes:
         """New bytes under the same id: a new ETag and a later Last-Modified."""
         return self.sim.replace_product(product_id, seed=next(_seeds)).read()

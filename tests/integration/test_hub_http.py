@@ -12,7 +12,7 @@ import pytest
 import urllib3
 
 from s2_downloader.adapters.hub import DhusHub, parse_retry_after
-from s2_downloader.adapters.hub_http import safe_url
+from s2_downloader.adapters.hub.urls import safe_url
 from s2_downloader.domain.errors import FailureKind, HubError
 from s2_downloader.testing.hubsim import Fault, HubSimulator
 from tests.integration.fixtures_hub import Fetched, connections_all_returned, dhus_request, fetch

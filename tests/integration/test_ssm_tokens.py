@@ -13,7 +13,8 @@ import pytest
 import urllib3
 
 from s2_downloader.adapters.hub import CdseHub, CdseTokens
-from s2_downloader.adapters.ssm import SsmParameter, SsmTokens, hls_token_parameter, ssm_client
+from s2_downloader.adapters.hub.ssm_tokens import SsmTokens, hls_token_parameter
+from s2_downloader.adapters.ssm import SsmParameter, ssm_client
 from s2_downloader.domain.errors import DeadlineExceeded, FailureKind, HubError
 from s2_downloader.entrypoints.config import Settings
 from s2_downloader.entrypoints.wiring import cdse_token_source

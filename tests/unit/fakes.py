@@ -245,14 +245,22 @@ class FakeHub:
     most_at_once: Counter[str] = attrs.field(factory=Counter)
     #: The validator (an ETag) each product is served with; ``None`` serves none.
     validators: dict[str, str | None] = attrs.field(factory=dict)
+    #: The name each product is listed under; ``None`` lists none.
+    names: dict[str, str | None] = attrs.field(factory=dict)
     #: (granule id, offset asked, validator sent) of every product request, in order.
     requests: list[tuple[str, int, str | None]] = attrs.field(factory=list)
     #: The deadline every call was given, in order.
     deadlines: list[float | None] = attrs.field(factory=list)
     _versions: Counter[str] = attrs.field(factory=Counter)
 
-    def add(self, granule_id: str, content: bytes, *, validator: bool = True) -> None:
-        """Publish a product and its true checksum, with an ETag unless ``validator`` is false."""
+    def add(
+        self, granule_id: str, content: bytes, *, validator: bool = True, name: str | None = None
+    ) -> None:
+        """Publish a product and its true checksum, with an ETag unless ``validator`` is false.
+
+        Listed as ``name`` (default: ``<id>.SAFE``, as CDSE lists products).
+        """
+        self.names[granule_id] = f"{granule_id}.SAFE" if name is None else name
         self.products[granule_id] = content
         self.published[granule_id] = md5(content)
         self._versions[granule_id] += 1
@@ -272,6 +280,14 @@ class FakeHub:
         if fault and fault.wrong_checksum:
             return md5(b"not the product")
         return self.published[granule_id]
+
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        """The name the product is listed under; ``NOT_FOUND`` for a product never added."""
+        self.crashes.tick("hub.product_name")
+        self.deadlines.append(deadline)
+        if granule_id not in self.products:
+            raise HubError(FailureKind.NOT_FOUND, f"no product {granule_id}")
+        return self.names.get(granule_id)
 
     @contextmanager
     def open_product(

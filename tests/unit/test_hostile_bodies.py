@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2_downloader.adapters.urls import check_url
+from s2_downloader.adapters.hub.urls import check_url
 from s2_downloader.adapters.wire import MAX_BODY_BYTES, MAX_DEPTH, parse_download_message, peek_granule_id
 from s2_downloader.domain import State
 from s2_downloader.domain.errors import BadRequest

@@ -19,6 +19,7 @@ from tests.hub_contract import (
     HubContractViolation,
     stream_from_an_offset,
     throttling_is_throttled_with_its_hint,
+    unknown_product_is_not_found,
 )
 from tests.unit.fakes import FakeHub, HubFault
 from tests.unit.world import World
@@ -46,6 +47,10 @@ class FakeHarness:
         content = _content(product_id, 1, self.size)
         self.fake.add(product_id, content)
         return content
+
+    def listed_name(self, product_id: str) -> str:
+        """The fake lists products as CDSE does."""
+        return f"{product_id}.SAFE"
 
     def republish(self, product_id: str) -> bytes:
         """Add it again with other bytes: the fake gives it a new validator."""
@@ -107,6 +112,9 @@ class RangeIgnoringHub:
     def checksum(self, granule_id: str, *, deadline: float | None = None) -> str:
         return self.fake.checksum(granule_id, deadline=deadline)
 
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        return self.fake.product_name(granule_id, deadline=deadline)
+
     @contextmanager
     def open_product(
         self,
@@ -131,6 +139,9 @@ class HintDroppingHub:
             return self.fake.checksum(granule_id, deadline=deadline)
         except HubError as exc:
             raise HubError(exc.kind, exc.detail) from exc
+
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        return self.fake.product_name(granule_id, deadline=deadline)
 
     def open_product(
         self,
@@ -163,6 +174,25 @@ def test_the_contract_catches_a_hub_that_ignores_the_range() -> None:
     with pytest.raises(HubContractViolation) as caught:
         stream_from_an_offset(harness)
     assert "resume from an offset" == caught.value.rule
+
+
+@attrs.define
+class NamelessHub(HintDroppingHub):
+    """A wrong hub: it answers an unknown product's name with no name instead of NOT_FOUND."""
+
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        if granule_id not in self.fake.products:
+            return None
+        return self.fake.product_name(granule_id, deadline=deadline)
+
+
+def test_the_contract_catches_a_hub_that_does_not_know_it_lacks_a_product() -> None:
+    """A hub that gives no name for an unknown product, instead of NOT_FOUND, breaks the unknown-name rule."""
+    harness = WrongHarness()
+    harness.wrong = NamelessHub(harness.fake)
+    with pytest.raises(HubContractViolation) as caught:
+        unknown_product_is_not_found(harness)
+    assert "unknown name" == caught.value.rule
 
 
 def test_the_contract_catches_a_hub_that_drops_the_retry_hint() -> None:

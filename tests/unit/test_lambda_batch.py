@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
-from s2_downloader.adapters.urls import check_url
+from s2_downloader.adapters.hub.urls import check_url
 from s2_downloader.domain import Defer, Done, Failed, Reject, RetryLater, State
 from s2_downloader.domain.errors import BadRequest, FailureKind, StoreError
 from s2_downloader.entrypoints.dispatch import (

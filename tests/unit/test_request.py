@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2_downloader.adapters.urls import check_url
+from s2_downloader.adapters.hub.urls import check_url
 from s2_downloader.adapters.wire import parse_download_message, upload_message
 from s2_downloader.domain.errors import BadRequest
 from s2_downloader.domain.request import DownloadRequest

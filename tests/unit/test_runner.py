@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
-from s2_downloader.adapters.urls import check_url
+from s2_downloader.adapters.hub.urls import check_url
 from s2_downloader.domain import State, lifecycle
 from s2_downloader.domain.errors import BadRequest, FailureKind, StoreError
 from s2_downloader.domain.granule import Granule

@@ -15,7 +15,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
-from s2_downloader.adapters.urls import check_redirect, check_url, shown
+from s2_downloader.adapters.hub.urls import check_redirect, check_url, shown
 from s2_downloader.domain.errors import BadRequest
 
 HUB = "hub.example"

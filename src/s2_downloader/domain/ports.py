@@ -129,6 +129,13 @@ class Hub(Protocol):
         """
         ...
 
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        """The product's name as the hub lists it (``None`` when it lists none); raises ``HubError``.
+
+        ``NOT_FOUND`` when the hub does not know ``granule_id``. ``deadline`` as for ``checksum``.
+        """
+        ...
+
 
 class Partial(Protocol):
     """Data in progress for one product, open for appending; it hashes what it holds as bytes arrive."""

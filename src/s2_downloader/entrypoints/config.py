@@ -12,8 +12,8 @@ from typing import Literal, TypeVar
 import attrs
 import psycopg.conninfo
 
+from s2_downloader.adapters.hub.urls import check_url
 from s2_downloader.adapters.secret_values import secret_problem
-from s2_downloader.adapters.urls import check_url
 from s2_downloader.domain.errors import BadRequest, S2DownloaderError
 
 __all__ = ["DEFAULT_CONCURRENCY", "S3_KEY_TEMPLATE", "ConfigError", "HubCredentials", "Settings", "s3_key"]

@@ -1,11 +1,14 @@
 """``s2-downloader fetch ID``: one product by hand, no queue, no database (docs/interface.md section 1).
 
-The same use case as the workers (``domain.handle``), over an in-memory granule store,
-the configured hub, and the EFS file store rooted at a hidden staging directory,
-``DIR/.s2-fetch``: the EFS store keeps a product at ``<root>/<id>/<filename>`` and its
-data in progress beside it as ``.<filename>.partial``, so the product is verified there
-and then renamed to ``DIR/NAME`` (one directory, one file system: an atomic rename).
-``DIR/NAME`` therefore only ever holds a product whose MD5 matched the hub's.
+A one-off fetch is the workers' use case (``domain.handle``) on other ports: a
+one-granule in-memory granule store, no upload queue, the configured hub adapter, and the
+EFS file store rooted at a hidden staging directory, ``DIR/.s2-fetch``. The hub adapter
+is asked for everything the hub knows (the product's name, its checksum, where its bytes
+are), so this module builds no hub URL and reads no hub answer. The EFS store keeps a
+product at ``<root>/<id>/<filename>`` and its data in progress beside it as
+``.<filename>.partial``, so the product is verified there and then renamed to
+``DIR/NAME`` (one directory, one file system: an atomic rename). ``DIR/NAME`` therefore
+only ever holds a product whose MD5 matched the hub's.
 
 - Resuming: an interrupted fetch (Ctrl-C, kill -9, a broken connection) leaves the
   partial in ``DIR/.s2-fetch/<id>/``; the next fetch of the same id and name resumes it
@@ -21,29 +24,34 @@ and then renamed to ``DIR/NAME`` (one directory, one file system: an atomic rena
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
 import random
 import sys
 import time
-import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Protocol, TextIO
 
 import attrs
 import urllib3
 
-from s2_downloader.adapters.hub import CdseHub, DhusHub
-from s2_downloader.adapters.hub_http import HubHttp
 from s2_downloader.adapters.memory_granules import MemoryGranuleStore
 from s2_downloader.adapters.store.efs import EfsFileStore
-from s2_downloader.adapters.urls import check_url
-from s2_downloader.domain import AttemptContext, Defer, Done, Failed, Granule, RetryLater, RetryPolicy, handle
+from s2_downloader.domain import (
+    AttemptContext,
+    Defer,
+    Done,
+    Granule,
+    Outcome,
+    RetryLater,
+    RetryPolicy,
+    handle,
+)
 from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
-from s2_downloader.domain.ports import FileKey
+from s2_downloader.domain.ports import FileKey, Hub
 from s2_downloader.domain.request import DownloadRequest, validate_filename, validate_id
 from s2_downloader.entrypoints import wiring
 from s2_downloader.entrypoints.config import Settings
@@ -56,12 +64,26 @@ from s2_downloader.entrypoints.progress import (
 )
 from s2_downloader.entrypoints.usage import UsageError
 
-__all__ = ["STAGING_DIR", "FetchResult", "default_filename", "fetch", "fetch_command"]
+__all__ = ["STAGING_DIR", "FetchHub", "FetchResult", "default_filename", "fetch", "fetch_command"]
 
 _log = logging.getLogger("s2_downloader.fetch")
 
 #: The hidden directory under DIR where products are downloaded and verified.
 STAGING_DIR = ".s2-fetch"
+#: Hub answers that end a fetch at once: waiting would not change them.
+_FINAL_KINDS = frozenset({FailureKind.NOT_FOUND, FailureKind.UNAUTHORIZED})
+
+
+class FetchHub(Hub, Protocol):
+    """The hub as ``fetch`` uses it: the ``Hub`` port, and the link a message would carry."""
+
+    def product_url(self, granule_id: str) -> str:
+        """The ``download_url`` a download message for ``granule_id`` carries."""
+        ...
+
+    def accepts_download_url(self, url: str) -> None:
+        """Raise ``BadRequest`` unless the hub serves ``url``."""
+        ...
 
 
 @attrs.frozen(kw_only=True)
@@ -75,29 +97,6 @@ class FetchResult:
     def exit_code(self) -> int:
         """0 verified, 1 not."""
         return 0 if self.path is not None else 1
-
-
-@attrs.frozen
-class _NoUploads:
-    """Nobody to announce a fetched product to."""
-
-    def send_upload(self, granule_id: str, filename: str) -> None:
-        del granule_id, filename
-
-
-@attrs.frozen
-class _Basic:
-    """HTTP Basic credentials for the DHuS name lookup (the hub adapter keeps its own)."""
-
-    header: str = attrs.field(repr=False)
-
-    def authorization(self, *, deadline: float | None = None) -> str:
-        del deadline
-        return self.header
-
-    def rejected(self, authorization: str) -> bool:
-        del authorization
-        return False
 
 
 def default_filename(product_name: str | None, granule_id: str) -> str:
@@ -117,55 +116,24 @@ def default_filename(product_name: str | None, granule_id: str) -> str:
     return f"{granule_id}.zip"
 
 
-def _name_lookup(settings: Settings, http: urllib3.PoolManager, granule_id: str) -> Any:
-    """The hub's catalogue entry for ``granule_id`` (its JSON answer); raises ``HubError``."""
-    timeout = urllib3.Timeout(connect=settings.http_connect_timeout, read=settings.http_read_timeout)
-    key = urllib.parse.quote(granule_id, safe="")
-    if settings.hub_api == "cdse":
-        # The CDSE catalogue is public: no token is sent for a name.
-        base = settings.copernicus_checksum_url.rstrip("/")
-        query = urllib.parse.quote(f"Id eq '{granule_id}'", safe="'")
-        url = f"{base}/odata/v1/Products?$filter={query}"
-        client = HubHttp(pool=http, timeout=timeout, credential_origins=frozenset())
-    else:
-        base = str(settings.scihub_url or "").rstrip("/")
-        credentials = wiring.hub_credentials(settings)
-        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode("ascii")
-        url = f"{base}/dhus/odata/v1/Products('{key}')/?$format=json&$select=Name"
-        client = HubHttp(
-            pool=http,
-            timeout=timeout,
-            credential_origins=frozenset({check_url(base)}),
-            credentials=_Basic(f"Basic {token}"),
-        )
-    response = client.request("GET", url, granule_id=granule_id, headers={"Accept": "application/json"})
-    return client.read_json(response, url)
+def _ends_the_fetch(outcome: Outcome) -> bool:
+    """Whether the hub's answer behind ``outcome`` is final: it does not know the product, or refuses us."""
+    match outcome:
+        case RetryLater(kind=kind) | Defer(kind=kind):
+            return kind in _FINAL_KINDS
+    return False
 
 
-def product_name(settings: Settings, http: urllib3.PoolManager, granule_id: str) -> str | None:
-    """The product's name as the hub lists it; ``None`` when the answer has none.
-
-    Raises ``HubError`` (``NOT_FOUND`` when the hub does not know the id).
-    """
-    document = _name_lookup(settings, http, granule_id)
+def _filename(hub: FetchHub, granule_id: str) -> str:
+    """The default filename, from the hub's name for the product; ``HubError`` when its answer is final."""
     try:
-        if settings.hub_api == "cdse":
-            products = document["value"]
-            if not products:
-                raise HubError(FailureKind.NOT_FOUND, f"the CDSE catalogue has no product {granule_id}")
-            name = products[0].get("Name")
-        else:
-            name = document["d"].get("Name")
-    except (KeyError, TypeError, AttributeError, IndexError):
-        return None
-    return name if isinstance(name, str) and name.strip() else None
-
-
-def _download_url(settings: Settings, granule_id: str) -> str:
-    key = urllib.parse.quote(granule_id, safe="")
-    if settings.hub_api == "cdse":
-        return f"{settings.copernicus_zipper_url.rstrip('/')}/odata/v1/Products({key})/$value"
-    return f"{str(settings.scihub_url or '').rstrip('/')}/dhus/odata/v1/Products('{key}')/$value"
+        name = hub.product_name(granule_id)
+    except HubError as exc:
+        if exc.kind in _FINAL_KINDS:
+            raise
+        _log.info("no product name from the hub: %s", exc, extra={"event": "fetch_no_name"})
+        name = None
+    return default_filename(name, granule_id)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -178,13 +146,19 @@ def _fsync_directory(directory: Path) -> None:
 
 @attrs.define
 class _Fetch:
+    """One product through the use case until it is verified, failed, or the hub's answer is final."""
+
     settings: Settings
-    hub: DhusHub | CdseHub
+    hub: FetchHub
     request: DownloadRequest
     directory: Path
     progress: ProgressBoard | None
     say: Callable[[str], None]
     sleep: Callable[[float], None]
+    files: EfsFileStore = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.files = EfsFileStore(mount=self.staging)
 
     @property
     def staging(self) -> Path:
@@ -194,23 +168,43 @@ class _Fetch:
     def target(self) -> Path:
         return self.directory / self.request.filename
 
+    @property
+    def staged(self) -> Path:
+        """Where the EFS store keeps the verified product before it is delivered."""
+        return self.files.final_path(FileKey(granule_id=self.request.id, filename=self.request.filename))
+
     def run(self) -> FetchResult:
-        files = EfsFileStore(mount=self.staging)
-        key = FileKey(granule_id=self.request.id, filename=self.request.filename)
+        self._stage_existing()
+        context = self._context()
+        while True:
+            outcome = handle(self.request, context)
+            if isinstance(outcome, Done):
+                return FetchResult(path=self._deliver())
+            if not isinstance(outcome, RetryLater | Defer) or _ends_the_fetch(outcome):
+                return FetchResult(error=outcome.reason)
+            delay = outcome.delay_seconds
+            self.say(f"waiting {delay} s before trying again ({scrub(outcome.reason)[:200]})")
+            self.sleep(max(delay, 1))
+
+    def _stage_existing(self) -> None:
+        """Put a file already at ``DIR/NAME`` where the use case checks it like any final file."""
         self.staging.mkdir(exist_ok=True)
-        staged = files.final_path(key)
+        staged = self.staged
         if self.target.exists() and not staged.exists():
-            # Checked by the use case like any final file: kept if it matches, else replaced.
+            # Kept if it matches the hub's checksum, else replaced.
             staged.parent.mkdir(exist_ok=True)
             os.replace(self.target, staged)
+
+    def _context(self) -> AttemptContext:
+        """The use case's ports: this one granule in memory, the hub, the staging store, nobody to tell."""
         granules = MemoryGranuleStore()
         granules.add(Granule(id=self.request.id, filename=self.request.filename))
         settings = self.settings
         context = AttemptContext(
             granules=granules,
             hub=self.hub,
-            files=files,
-            uploads=_NoUploads(),
+            files=self.files,
+            uploads=wiring.NoUploads(),
             clock=wiring.SystemClock(),
             policy=RetryPolicy(
                 max_retries=settings.max_download_retries,
@@ -221,28 +215,10 @@ class _Fetch:
             new_owner=lambda: f"fetch-{os.getpid()}",
             lease_seconds=settings.lease_seconds,
         )
-        if self.progress is not None:
-            context = attrs.evolve(context, progress=self.progress)
-        while True:
-            outcome = handle(self.request, context)
-            match outcome:
-                case Done():
-                    return FetchResult(path=self._deliver(staged))
-                case Failed(reason=reason):
-                    return FetchResult(error=reason)
-                case RetryLater(kind=FailureKind.NOT_FOUND, reason=reason):
-                    return FetchResult(error=reason)
-                case Defer(kind=FailureKind.UNAUTHORIZED, reason=reason):
-                    return FetchResult(error=reason)
-                case (
-                    RetryLater(delay_seconds=delay, reason=reason) | Defer(delay_seconds=delay, reason=reason)
-                ):
-                    self.say(f"waiting {delay} s before trying again ({scrub(reason)[:200]})")
-                    self.sleep(max(delay, 1))
-                case _:
-                    return FetchResult(error=getattr(outcome, "reason", "unexpected outcome"))
+        return context if self.progress is None else attrs.evolve(context, progress=self.progress)
 
-    def _deliver(self, staged: Path) -> Path:
+    def _deliver(self) -> Path:
+        staged = self.staged
         os.replace(staged, self.target)
         _fsync_directory(self.directory)
         for leftover in (staged.parent, self.staging):
@@ -251,21 +227,8 @@ class _Fetch:
         return self.target
 
 
-def fetch(
-    settings: Settings,
-    granule_id: str,
-    *,
-    directory: Path,
-    filename: str | None = None,
-    progress: ProgressBoard | None = None,
-    say: Callable[[str], None] = lambda line: None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> FetchResult:
-    """Download, verify and deliver one product to ``directory / (filename or its default)``.
-
-    Raises ``UsageError`` for a bad id, filename or directory, ``ConfigError`` for a bad
-    hub configuration, and the infrastructure errors of the file store.
-    """
+def _check_arguments(granule_id: str, filename: str | None, directory: Path) -> None:
+    """``UsageError`` naming ID, --filename or --dir when one is unusable; creates the directory."""
     try:
         validate_id(granule_id)
     except BadRequest as exc:
@@ -281,36 +244,60 @@ def fetch(
         raise UsageError("--dir", f"cannot use {str(directory)!r}: {exc.strerror}") from None
     if not directory.is_dir():
         raise UsageError("--dir", f"{str(directory)!r} is not a directory")
+
+
+@contextlib.contextmanager
+def _configured_hub(settings: Settings) -> Iterator[FetchHub]:
+    """The hub adapter ``settings`` configure, on a pool of its own closed on exit."""
     http = urllib3.PoolManager(num_pools=4, maxsize=2)
     try:
-        hub = wiring.build_hub(settings, http)
-        if filename is None:
-            try:
-                name = product_name(settings, http, granule_id)
-            except HubError as exc:
-                if exc.kind in (FailureKind.NOT_FOUND, FailureKind.UNAUTHORIZED):
-                    return FetchResult(error=str(exc))
-                _log.info("no product name from the hub: %s", exc, extra={"event": "fetch_no_name"})
-                name = None
-            filename = default_filename(name, granule_id)
+        yield wiring.build_hub(settings, http)
+    finally:
+        http.clear()
+
+
+def fetch(
+    settings: Settings,
+    granule_id: str,
+    *,
+    directory: Path,
+    filename: str | None = None,
+    progress: ProgressBoard | None = None,
+    say: Callable[[str], None] = lambda line: None,
+    sleep: Callable[[float], None] = time.sleep,
+    hub: FetchHub | None = None,
+) -> FetchResult:
+    """Download, verify and deliver one product to ``directory / (filename or its default)``.
+
+    ``hub``: the hub to fetch from (default: the one ``settings`` configure). Raises
+    ``UsageError`` for a bad id, filename or directory, ``ConfigError`` for a bad hub
+    configuration, and the infrastructure errors of the file store.
+    """
+    _check_arguments(granule_id, filename, directory)
+    source: AbstractContextManager[FetchHub] = (
+        _configured_hub(settings) if hub is None else contextlib.nullcontext(hub)
+    )
+    with source as chosen:
+        try:
+            name = _filename(chosen, granule_id) if filename is None else filename
+        except HubError as exc:
+            return FetchResult(error=str(exc))
         request = DownloadRequest.create(
             id=granule_id,
-            filename=filename,
-            download_url=_download_url(settings, granule_id),
+            filename=name,
+            download_url=chosen.product_url(granule_id),
             checksum=None,
-            check_url=hub.accepts_download_url,
+            check_url=chosen.accepts_download_url,
         )
         return _Fetch(
             settings=settings,
-            hub=hub,
+            hub=chosen,
             request=request,
             directory=directory.resolve(),
             progress=progress,
             say=say,
             sleep=sleep,
         ).run()
-    finally:
-        http.clear()
 
 
 def fetch_command(

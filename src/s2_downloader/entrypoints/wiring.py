@@ -21,12 +21,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg_pool import ConnectionPool
 
-from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
-from s2_downloader.adapters.hub_cdse import TokenSource
+from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub, TokenSource
+from s2_downloader.adapters.hub.ssm_tokens import SsmTokens, hls_token_parameter
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
 from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger, open_pool
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
-from s2_downloader.adapters.ssm import SsmError, SsmParameter, SsmTokens, hls_token_parameter, ssm_client
+from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy

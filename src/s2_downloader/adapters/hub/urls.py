@@ -25,7 +25,7 @@ from urllib3.util import parse_url
 
 from s2_downloader.domain.errors import BadRequest
 
-__all__ = ["DEFAULT_PORTS", "MAX_URL_LENGTH", "Origin", "check_redirect", "check_url", "shown"]
+__all__ = ["DEFAULT_PORTS", "MAX_URL_LENGTH", "Origin", "check_redirect", "check_url", "safe_url", "shown"]
 
 #: (scheme, host, port): lowercase, IPv6 without brackets, default port filled in.
 Origin: TypeAlias = tuple[str, str, int]
@@ -36,6 +36,7 @@ MAX_URL_LENGTH = 8192
 
 _HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 _SHOWN = 120
+_SAFE_URL_LENGTH = 200
 # Everything between "//" and the last "@" before the path: user info, perhaps a password.
 _USERINFO = re.compile(r"//[^/?#]*@")
 
@@ -43,6 +44,17 @@ _USERINFO = re.compile(r"//[^/?#]*@")
 def shown(url: str) -> str:
     """``url`` cut short and without anything that could be user info, for messages and logs."""
     return _USERINFO.sub("//<userinfo>@", url[:_SHOWN])
+
+
+def safe_url(url: str) -> str:
+    """``url`` fit for messages and logs: no user info, no query, no fragment."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<malformed URL>"
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:_SAFE_URL_LENGTH]
 
 
 def _refuse(url: str, why: str) -> BadRequest:

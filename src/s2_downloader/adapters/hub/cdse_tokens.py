@@ -1,4 +1,9 @@
-"""The Copernicus Data Space hub: OData catalogue, zipper downloads, one OAuth token per process."""
+"""CDSE's identity service as a token source: one OAuth token per process, shared and renewed.
+
+docs/interface.md (the hub): a password grant, refreshed with ``grant_type=refresh_token``
+before it expires; a refused password is remembered for a few minutes so that many
+workers never lock the account.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +12,22 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import urllib3
 
-from s2_downloader.adapters.hub_http import (
-    DEFAULT_CHUNK_SIZE,
-    Credentials,
-    HubHttp,
-    ProductResponseStream,
-    is_md5,
-    time_left,
-)
-from s2_downloader.adapters.urls import Origin, check_url, shown
-from s2_downloader.domain.errors import BadRequest, DeadlineExceeded, FailureKind, HubError
-from s2_downloader.domain.request import DownloadRequest
+from s2_downloader.adapters.hub.client import HubHttp
+from s2_downloader.adapters.hub.deadlines import time_left
+from s2_downloader.domain.errors import DeadlineExceeded, FailureKind, HubError
 
-__all__ = ["DEFAULT_DOWNLOAD_HOSTS", "CdseHub", "CdseTokens", "TokenSource"]
-
-#: Where CDSE's zipper redirects downloads today (reached over https only).
-DEFAULT_DOWNLOAD_HOSTS = frozenset({"download.dataspace.copernicus.eu"})
+__all__ = ["CdseTokens"]
 
 _log = logging.getLogger("s2_downloader.hub.cdse")
 #: Refresh this long before expiry at most; a short-lived token uses a tenth of its life.
 _MAX_MARGIN = 60.0
 _MARGIN_SHARE = 0.1
 _NEVER = float("inf")
-
-
-class TokenSource(Credentials, Protocol):
-    """Where ``CdseHub`` gets its bearer token: ``CdseTokens`` (own grants) or an SSM parameter.
-
-    ``identity_url`` is CDSE's token endpoint; its host is one of the CDSE hosts.
-    """
-
-    @property
-    def identity_url(self) -> str:
-        """COPERNICUS_IDENTITY_URL."""
-        ...
 
 
 def _margin(lifetime: float) -> float:
@@ -199,133 +180,3 @@ def _parse_token(document: Any) -> tuple[str, float, str | None, float]:
     if not isinstance(refresh, str) or not refresh:
         refresh = None
     return access, lifetime, refresh, refresh_lifetime
-
-
-@attrs.define
-class CdseHub:
-    """A ``Hub`` over CDSE: checksums from the catalogue, products from the zipper.
-
-    The bearer token goes to the catalogue and zipper origins, and follows a download's
-    redirects only to the zipper origin or to ``https://<h>`` for ``h`` in
-    ``download_hosts``; a redirect anywhere else is a ``BAD_RESPONSE``. ``pool`` is the
-    process's one ``PoolManager``.
-    """
-
-    pool: urllib3.PoolManager
-    tokens: TokenSource
-    checksum_url: str
-    zipper_url: str
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    download_hosts: frozenset[str] = DEFAULT_DOWNLOAD_HOSTS
-    _hosts: frozenset[str] = attrs.field(init=False, repr=False)
-    _catalogue: HubHttp = attrs.field(init=False, repr=False)
-    _zipper: HubHttp = attrs.field(init=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.checksum_url = self.checksum_url.rstrip("/")
-        self.zipper_url = self.zipper_url.rstrip("/")
-        catalogue = check_url(self.checksum_url)
-        zipper = check_url(self.zipper_url)
-        identity = check_url(self.tokens.identity_url)
-        downloads = frozenset(_https_origin(host) for host in self.download_hosts)
-        self.download_hosts = frozenset(host for _, host, _ in downloads)
-        self._hosts = frozenset({catalogue[1], zipper[1], identity[1], *self.download_hosts})
-        timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout)
-        self._catalogue = HubHttp(
-            pool=self.pool,
-            timeout=timeout,
-            credential_origins=frozenset({catalogue}),
-            credentials=self.tokens,
-            follow_origins=frozenset({catalogue}),
-            chunk_size=self.chunk_size,
-            log=_log,
-        )
-        self._zipper = HubHttp(
-            pool=self.pool,
-            timeout=timeout,
-            credential_origins=frozenset({zipper, *downloads}),
-            credentials=self.tokens,
-            follow_origins=frozenset({zipper, *downloads}),
-            chunk_size=self.chunk_size,
-            log=_log,
-        )
-
-    def accepts_download_url(self, url: str) -> None:
-        """Raise ``BadRequest`` unless ``url`` is an http(s) URL on a CDSE host.
-
-        The hosts are those of the catalogue, zipper and identity URLs and
-        ``download_hosts``. The URL only has to be a CDSE link: the product is always
-        fetched from the zipper, whatever link the message carries.
-        """
-        _, host, _ = check_url(url)
-        if host not in self._hosts:
-            msg = f"download_url {shown(url)!r} is not on a CDSE host"
-            raise BadRequest(msg)
-
-    def follows_redirect_to(self, url: str) -> bool:
-        """Whether a download redirected to ``url`` is followed (with the token)."""
-        try:
-            return self._zipper.may_follow(check_url(url))
-        except BadRequest:
-            return False
-
-    def checksum(self, granule_id: str, *, deadline: float | None = None) -> str:
-        """The MD5 the CDSE catalogue publishes for the product, lowercase hex; raises ``HubError``.
-
-        No product is ``NOT_FOUND``; a product offline, or whose MD5 is not published
-        yet (CDSE adds checksums seconds to minutes after the product), is ``OFFLINE``.
-        """
-        query = urllib.parse.quote(f"Id eq '{granule_id}'", safe="'")
-        url = f"{self.checksum_url}/odata/v1/Products?$filter={query}"
-        return _md5_of(self._catalogue.get_json(url, granule_id=granule_id, deadline=deadline), granule_id)
-
-    def open_product(
-        self,
-        request: DownloadRequest,
-        offset: int,
-        *,
-        validator: str | None = None,
-        deadline: float | None = None,
-    ) -> AbstractContextManager[ProductResponseStream]:
-        """Stream the product from the zipper from ``offset`` (``HubHttp.product``); raises ``HubError``.
-
-        ``request.download_url`` is not fetched: CDSE products come from
-        ``{zipper}/odata/v1/Products(<id>)/$value`` whatever link the message carried.
-        """
-        url = f"{self.zipper_url}/odata/v1/Products({urllib.parse.quote(request.id, safe='')})/$value"
-        return self._zipper.product(
-            url, offset, granule_id=request.id, validator=validator, deadline=deadline
-        )
-
-
-def _https_origin(host: str) -> Origin:
-    try:
-        return check_url(f"https://{host.strip()}/")
-    except BadRequest as exc:
-        msg = f"download host {host[:80]!r} is not a host name"
-        raise ValueError(msg) from exc
-
-
-def _md5_of(document: Any, granule_id: str) -> str:
-    try:
-        products = document["value"]
-        if not products:
-            raise HubError(FailureKind.NOT_FOUND, f"the CDSE catalogue has no product {granule_id}")
-        product = products[0]
-        online = product.get("Online", True)
-        entries = product.get("Checksum") or []
-        values = [e.get("Value") for e in entries if str(e.get("Algorithm", "")).upper() == "MD5"]
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise HubError(FailureKind.BAD_RESPONSE, f"no checksum in the CDSE answer for {granule_id}") from exc
-    if online is False:
-        # Like a 202: the product is in the long-term archive until CDSE brings it back.
-        raise HubError(FailureKind.OFFLINE, f"CDSE product {granule_id} is offline")
-    if not values:
-        # Published seconds to minutes after the product: wait for it, without counting.
-        raise HubError(FailureKind.OFFLINE, f"the CDSE catalogue has no MD5 for {granule_id} yet")
-    value = values[0]
-    if not is_md5(value):
-        raise HubError(FailureKind.BAD_RESPONSE, f"CDSE MD5 of {granule_id} is not 32 hex digits")
-    return value.lower()

@@ -1,8 +1,10 @@
-"""The DHuS hub (SciHub, IntHub): OData over HTTP Basic auth (docs/interface.md, "The hub")."""
+"""The DHuS hub (SciHub, IntHub): OData over HTTP Basic auth (docs/interface.md, "The hub").
+
+Every DHuS URL is built here: the product's entry (its checksum, its name) and its ``$value``.
+"""
 
 from __future__ import annotations
 
-import base64
 import logging
 import urllib.parse
 from contextlib import AbstractContextManager
@@ -11,28 +13,17 @@ from typing import Any
 import attrs
 import urllib3
 
-from s2_downloader.adapters.hub_http import DEFAULT_CHUNK_SIZE, HubHttp, ProductResponseStream, is_md5
-from s2_downloader.adapters.urls import Origin, check_url, shown
+from s2_downloader.adapters.hub.answers import is_md5
+from s2_downloader.adapters.hub.client import HubHttp
+from s2_downloader.adapters.hub.credentials import BasicCredentials
+from s2_downloader.adapters.hub.stream import DEFAULT_CHUNK_SIZE, ProductResponseStream
+from s2_downloader.adapters.hub.urls import Origin, check_url, shown
 from s2_downloader.domain.errors import BadRequest, FailureKind, HubError
 from s2_downloader.domain.request import DownloadRequest
 
 __all__ = ["DhusHub"]
 
 _log = logging.getLogger("s2_downloader.hub.dhus")
-
-
-@attrs.frozen
-class _Basic:
-    header: str = attrs.field(repr=False)
-
-    def authorization(self, *, deadline: float | None = None) -> str:
-        del deadline
-        return self.header
-
-    def rejected(self, authorization: str) -> bool:
-        # The same user and password would be refused again.
-        del authorization
-        return False
 
 
 @attrs.define
@@ -56,12 +47,11 @@ class DhusHub:
     def __attrs_post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
         self._origin = check_url(self.base_url)
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
         self._http = HubHttp(
             pool=self.pool,
             timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
             credential_origins=frozenset({self._origin}),
-            credentials=_Basic(f"Basic {token}"),
+            credentials=BasicCredentials.of(self.username, self.password),
             chunk_size=self.chunk_size,
             log=_log,
         )
@@ -72,11 +62,22 @@ class DhusHub:
             msg = f"download_url {shown(url)!r} is not on the origin of SCIHUB_URL"
             raise BadRequest(msg)
 
+    def product_url(self, granule_id: str) -> str:
+        """The product's ``$value`` link: the ``download_url`` a message for ``granule_id`` carries."""
+        return f"{self._entry_url(granule_id)}/$value"
+
     def checksum(self, granule_id: str, *, deadline: float | None = None) -> str:
         """The MD5 DHuS publishes for the product, lowercase hex; raises ``HubError``."""
-        key = urllib.parse.quote(granule_id, safe="")
-        url = f"{self.base_url}/dhus/odata/v1/Products('{key}')/?$format=json&$select=Checksum"
+        url = f"{self._entry_url(granule_id)}/?$format=json&$select=Checksum"
         return _md5_of(self._http.get_json(url, granule_id=granule_id, deadline=deadline), granule_id)
+
+    def product_name(self, granule_id: str, *, deadline: float | None = None) -> str | None:
+        """The product's ``Name`` in DHuS (``None`` when the answer has none); raises ``HubError``.
+
+        An unknown product is ``NOT_FOUND`` (DHuS answers 404).
+        """
+        url = f"{self._entry_url(granule_id)}/?$format=json&$select=Name"
+        return _name_of(self._http.get_json(url, granule_id=granule_id, deadline=deadline))
 
     def open_product(
         self,
@@ -95,6 +96,18 @@ class DhusHub:
         return self._http.product(
             request.download_url, offset, granule_id=request.id, validator=validator, deadline=deadline
         )
+
+    def _entry_url(self, granule_id: str) -> str:
+        """The product's OData entry: ``{SCIHUB_URL}/dhus/odata/v1/Products('<id>')``."""
+        return f"{self.base_url}/dhus/odata/v1/Products('{urllib.parse.quote(granule_id, safe='')}')"
+
+
+def _name_of(document: Any) -> str | None:
+    try:
+        name = document["d"].get("Name")
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name.strip() else None
 
 
 def _md5_of(document: Any, granule_id: str) -> str:
