@@ -7,6 +7,8 @@ host, port) a request goes to, and the connection it makes resolves ``_dns_host`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import urllib3
 from hypothesis import example, given
@@ -15,7 +17,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub
-from s2_downloader.adapters.hub.urls import check_redirect, check_url, shown
+from s2_downloader.adapters.hub.urls import check_redirect, check_url, safe_url, shown
 from s2_downloader.domain.errors import BadRequest
 
 HUB = "hub.example"
@@ -241,3 +243,31 @@ def test_the_oracle_sees_what_the_check_prevents() -> None:
     assert ("https", HUB, 443) == urllib3_target(f"https://{HUB}\\@evil.example/")
     assert parse_url(f"https://{HUB}\\@evil.example/").host == HUB
     assert ("https", "evil.example", 443) == urllib3_target(f"https://evil.example\\@{HUB}/")
+
+
+_SIGNED = "https://download.hub.example/p.zip?X-Amz-Signature=SECRETSIG&token=SECRETTOKEN#frag-SECRET"
+
+
+@pytest.mark.parametrize("show", [shown, safe_url])
+def test_urls_in_messages_lose_their_query_and_fragment(show: Callable[[str], str]) -> None:
+    """A signed download link shown in a log or last_error keeps its path, never its query or fragment."""
+    text = show(_SIGNED)
+    assert "https://download.hub.example/p.zip" == text
+    assert "SECRET" not in text
+
+
+def test_a_refused_redirect_names_no_query_string() -> None:
+    """The message of a redirect refused for its target shows the target without its query."""
+    location = "https://elsewhere.example/p.zip?X-Amz-Signature=SECRETSIG"
+    with pytest.raises(BadRequest) as excinfo:
+        check_redirect("https://hub.example/x", "ftp://elsewhere.example/p.zip?sig=SECRETSIG")
+    assert "SECRET" not in str(excinfo.value)
+    assert "SECRET" not in shown(location)
+
+
+def test_an_unreadable_url_is_shown_without_its_query() -> None:
+    """Even a URL refused as unreadable (a control character in its query) is shown up to the query."""
+    with pytest.raises(BadRequest) as excinfo:
+        check_url("https://hub.example/p?sig=SECRET\nX")
+    assert "SECRET" not in str(excinfo.value)
+    assert "https://hub.example/p" in str(excinfo.value)

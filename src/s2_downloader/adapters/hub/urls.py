@@ -42,8 +42,10 @@ _USERINFO = re.compile(r"//[^/?#]*@")
 
 
 def shown(url: str) -> str:
-    """``url`` cut short and without anything that could be user info, for messages and logs."""
-    return _USERINFO.sub("//<userinfo>@", url[:_SHOWN])
+    """``url`` for messages and logs, even one refused as unreadable: cut short, no user info,
+    and no query string or fragment (signed download links carry credentials there)."""
+    before_query = re.split(r"[?#]", url, maxsplit=1)[0]
+    return _USERINFO.sub("//<userinfo>@", before_query[:_SHOWN])
 
 
 def safe_url(url: str) -> str:
