@@ -316,10 +316,12 @@ def test_cdse_token_expiring_mid_download(pipeline: Pipeline) -> None:
 
 
 def test_cdse_messages_as_hls_link_fetcher_sends_them(pipeline: Pipeline) -> None:
-    """Catalogue links (push and search forms) and .SAFE names verify, fetched from the zipper's origin."""
+    """Catalogue links (push, search), a pre-2023 SciHub link and .SAFE names verify, from the zipper."""
     pipeline.hub_api = "cdse"
     hub = pipeline.hub
-    push, search = pipeline.seed([("CDSEPUSH", 300 * KIB), ("CDSESEARCH", 200 * KIB)], send=False)
+    push, search, old = pipeline.seed(
+        [("CDSEPUSH", 300 * KIB), ("CDSESEARCH", 200 * KIB), ("CDSEOLD", 100 * KIB)], send=False
+    )
     bodies = [
         {
             "id": push.id,
@@ -332,18 +334,24 @@ def test_cdse_messages_as_hls_link_fetcher_sends_them(pipeline: Pipeline) -> Non
             "filename": f"{search.id}.SAFE",
             "download_url": f"{hub.catalogue_url}/download/{search.id}",
         },
+        {
+            # A row from the SciHub era, as HLS's requeuer still sends it: SciHub is gone.
+            "id": old.id,
+            "filename": f"{old.id}.SAFE",
+            "download_url": f"https://scihub.copernicus.eu/dhus/odata/v1/Products('{old.id}')/$value",
+        },
     ]
     client = pipeline.services.sqs.client()
     for body in bodies:
         client.send_message(QueueUrl=pipeline.queues.download_url, MessageBody=json.dumps(body))
     _run_until_empty(pipeline)
-    assert_verified(pipeline, [push, search])
+    assert_verified(pipeline, [push, search, old])
     assert pipeline.final_path(push.id).name == f"{push.id}.SAFE"
     zipper, catalogue = (urllib.parse.urlsplit(u).netloc for u in (hub.zipper_url, hub.catalogue_url))
     hosts = {
         (r.endpoint, dict(r.headers).get("Host"))
         for r in hub.requests
-        if r.product_id in (push.id, search.id) or r.endpoint == "token"
+        if r.product_id in (push.id, search.id, old.id) or r.endpoint == "token"
     }
     assert catalogue != zipper
     assert {("zipper", zipper), ("token", catalogue)} <= hosts

@@ -366,40 +366,71 @@ def test_redirects_are_followed_only_to_the_zipper_or_https_download_hosts(
     assert followed == cdse_hub.follows_redirect_to(url.format(port=hub_sim.port))
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://catalogue.dataspace.copernicus.eu/odata/v1/Products(P)/$value",
-        "https://catalogue.dataspace.copernicus.eu/download/P",
-        "https://zipper.dataspace.copernicus.eu/odata/v1/Products(P)/$value",
-        "http://identity.dataspace.copernicus.eu/anything",
-        "https://download.dataspace.copernicus.eu:8443/x",
-    ],
-)
-def test_any_link_on_a_cdse_host_is_accepted(hub_pool: urllib3.PoolManager, url: str) -> None:
-    """Catalogue, zipper, identity and download hosts are all CDSE links, as HLS's link fetcher sends them."""
-    hub = _production_hub(hub_pool)
+_CDSE_LINKS = [
+    "https://catalogue.dataspace.copernicus.eu/odata/v1/Products(P)/$value",
+    "https://catalogue.dataspace.copernicus.eu/download/P",
+    "https://zipper.dataspace.copernicus.eu/odata/v1/Products(P)/$value",
+    "http://identity.dataspace.copernicus.eu/anything",
+    "https://download.dataspace.copernicus.eu:8443/x",
+]
+#: Rows from before 2023 that HLS's requeuer still sends: accepted, fetched from the zipper by id.
+_SCIHUB_ERA_LINKS = [
+    "https://scihub.copernicus.eu/dhus/odata/v1/Products('P')/$value",
+    "https://apihub.copernicus.eu/apihub/odata/v1/Products('P')/$value",
+    "https://inthub.copernicus.eu/dhus/odata/v1/Products('P')/$value",
+    "https://inthub2.copernicus.eu/dhus/odata/v1/Products('P')/$value",
+    "http://scihub.copernicus.eu/dhus/odata/v1/Products('P')/$value",
+]
+_FOREIGN_LINKS = [
+    "https://evil.example/odata/v1/Products(P)/$value",
+    "https://catalogue.dataspace.copernicus.eu.evil.example/x",
+    "https://catalogue.dataspace.copernicus.eu\\@evil.example/x",
+    "https://u@catalogue.dataspace.copernicus.eu/x",
+    "ftp://catalogue.dataspace.copernicus.eu/x",
+    "https://catalogue%2Edataspace.copernicus.eu/x",
+    "https://scihub.copernicus.eu.evil.example/x",
+    "https://notscihub.copernicus.eu/x",
+    "https://scihub.copernicus.org/x",
+    "https://inthub.evil.example/x",
+]
 
-    hub.accepts_download_url(url)
 
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://evil.example/odata/v1/Products(P)/$value",
-        "https://catalogue.dataspace.copernicus.eu.evil.example/x",
-        "https://catalogue.dataspace.copernicus.eu\\@evil.example/x",
-        "https://u@catalogue.dataspace.copernicus.eu/x",
-        "ftp://catalogue.dataspace.copernicus.eu/x",
-        "https://catalogue%2Edataspace.copernicus.eu/x",
-    ],
-)
-def test_a_link_off_the_cdse_hosts_is_bad_input(hub_pool: urllib3.PoolManager, url: str) -> None:
-    """Another host, userinfo, a backslash, another scheme or percent-encoding is refused."""
-    hub = _production_hub(hub_pool)
-
-    with pytest.raises(BadRequest):
+def _accepted(hub: CdseHub, url: str) -> bool:
+    """Whether the hub takes ``url`` as a message's link (it raises BadRequest when not)."""
+    try:
         hub.accepts_download_url(url)
+    except BadRequest:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [(url, True) for url in _CDSE_LINKS + _SCIHUB_ERA_LINKS] + [(url, False) for url in _FOREIGN_LINKS],
+)
+def test_links_on_cdse_or_retired_scihub_hosts_are_accepted_and_others_are_bad_input(
+    hub_pool: urllib3.PoolManager, url: str, accepted: bool
+) -> None:
+    """CDSE hosts and the SciHub era's are links to a product; another host, userinfo, a backslash,
+    another scheme or percent-encoding is bad input."""
+    assert accepted == _accepted(_production_hub(hub_pool), url)
+
+
+def test_a_scihub_era_link_downloads_from_the_zipper_by_id(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:
+    """A SciHub link of a pre-2023 row asks nothing of SciHub: the product comes from the zipper by id."""
+    product = hub_sim.add_product("OLD", 1000)
+    request = DownloadRequest(
+        id="OLD",
+        filename="OLD.SAFE",
+        download_url="https://scihub.copernicus.eu/dhus/odata/v1/Products('OLD')/$value",
+    )
+
+    got = fetch(cdse_hub, request, product)
+
+    assert (product.md5, ["/odata/v1/Products(OLD)/$value"]) == (
+        got.file_md5,
+        [r.path for r in hub_sim.requests_to("zipper")],
+    )
 
 
 def test_download_comes_from_the_zipper_whatever_the_link(hub_sim: HubSimulator, cdse_hub: CdseHub) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import urllib.parse
 from contextlib import AbstractContextManager
 from typing import Any
@@ -24,6 +25,16 @@ __all__ = ["DEFAULT_DOWNLOAD_HOSTS", "CdseHub"]
 DEFAULT_DOWNLOAD_HOSTS = frozenset({"download.dataspace.copernicus.eu"})
 
 _log = logging.getLogger("s2_downloader.hub.cdse")
+
+
+#: The hubs of the SciHub era, retired in 2023: SciHub, its API hub and the
+#: international hubs (inthub, inthub2, ...). Old rows name them; only the id is used.
+_RETIRED_SCIHUB = re.compile(r"(?:scihub|apihub|inthub[a-z0-9-]*)\.copernicus\.eu")
+
+
+def is_retired_scihub_host(host: str) -> bool:
+    """Whether ``host`` (lowercase, as ``check_url`` gives it) is a hub of the retired SciHub era."""
+    return _RETIRED_SCIHUB.fullmatch(host) is not None
 
 
 @attrs.define
@@ -88,15 +99,17 @@ class CdseHub:
         )
 
     def accepts_download_url(self, url: str) -> None:
-        """Raise ``BadRequest`` unless ``url`` is an http(s) URL on a CDSE host.
+        """Raise ``BadRequest`` unless ``url`` is an http(s) URL on a CDSE host or a retired SciHub one.
 
-        The hosts are those of the catalogue, zipper and identity URLs and
-        ``download_hosts``. The URL only has to be a CDSE link: the product is always
-        fetched from the zipper, whatever link the message carries.
+        The CDSE hosts are those of the catalogue, zipper and identity URLs and
+        ``download_hosts``. The URL only has to name the product: it is always fetched
+        from the zipper by id, whatever link the message carries. Rows from before 2023
+        still carry SciHub links (HLS's requeuer sends them as they are); nothing is ever
+        asked of those hosts, which are gone.
         """
         _, host, _ = check_url(url)
-        if host not in self._hosts:
-            msg = f"download_url {shown(url)!r} is not on a CDSE host"
+        if host not in self._hosts and not is_retired_scihub_host(host):
+            msg = f"download_url {shown(url)!r} is neither on a CDSE host nor on a retired SciHub host"
             raise BadRequest(msg)
 
     def follows_redirect_to(self, url: str) -> bool:
