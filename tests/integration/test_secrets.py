@@ -52,3 +52,27 @@ def test_a_missing_secret_names_the_variable_without_secrets() -> None:
             Settings.from_env({"DB_CONNECTION_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:nope"})
         )
     assert "DB_CONNECTION_SECRET_ARN" == caught.value.variable
+
+
+@pytest.mark.usefixtures("secrets_env")
+@pytest.mark.parametrize("bad", ["\n", "\r", "\x00"])
+def test_a_secret_password_with_a_control_character_is_refused_unshown(bad: str) -> None:
+    """A newline written into the database or hub secret: ConfigError naming the variable, not the value."""
+    db = _put(
+        f"db-secret-cc-{ord(bad)}",
+        {"username": "u", "password": f"SECRETPW{bad}", "host": "h", "dbname": "d"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        database_url(Settings.from_env({"DB_CONNECTION_SECRET_ARN": db}))
+    assert "DB_CONNECTION_SECRET_ARN" == caught.value.variable
+    assert "control character" in str(caught.value)
+    assert "SECRETPW" not in str(caught.value)
+
+    _put(
+        f"hls-s2-downloader-serverless/cc{ord(bad)}/scihub-credentials",
+        {"username": "u", "password": f"SECRETPW{bad}"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        hub_credentials(Settings.from_env({"STAGE": f"cc{ord(bad)}", "HUB_API": "dhus"}))
+    assert "STAGE" == caught.value.variable
+    assert "SECRETPW" not in str(caught.value)

@@ -218,3 +218,25 @@ def test_the_token_parameter_variable_needs_no_credentials(
     source = cdse_token_source(settings, pool)
     assert f"Bearer {token}" == source.authorization()
     assert grants == len(services.hub.requests_to("token"))
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_token_with_a_newline_is_refused_unsent_and_unshown(
+    services: Services, pool: urllib3.PoolManager
+) -> None:
+    """A token parameter written with a newline inside: UNAUTHORIZED, nothing sent, the value not shown."""
+    hub = services.hub
+    hub.add_product("SSMNEWLINE", 1024)
+    name = _parameter_name()
+    _put(name, "SECRETTOKEN\nX-Injected: 1")
+    cdse = _hub(
+        hub,
+        pool,
+        SsmTokens(parameter=SsmParameter(client=ssm_client(), name=name), identity_url=hub.identity_url),
+    )
+    with pytest.raises(HubError) as caught:
+        cdse.checksum("SSMNEWLINE")
+    assert FailureKind.UNAUTHORIZED == caught.value.kind
+    assert "control character" in str(caught.value)
+    assert "SECRETTOKEN" not in str(caught.value)
+    assert [] == hub.requests_to("cdse_checksum", "SSMNEWLINE")

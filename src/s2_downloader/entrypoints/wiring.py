@@ -25,6 +25,7 @@ from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub, TokenSource
 from s2_downloader.adapters.hub.ssm_tokens import SsmTokens, hls_token_parameter
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
 from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger, open_pool
+from s2_downloader.adapters.secret_values import secret_problem
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
@@ -116,12 +117,20 @@ def _secret(arn: str, variable: str) -> dict[str, Any]:
     return document
 
 
+def _refuse_control_characters(doc: dict[str, Any], variable: str, where: str) -> None:
+    """ConfigError naming the secret's password key, never its value, if it holds a control character."""
+    password = doc.get("password")
+    if isinstance(password, str) and (problem := secret_problem(password)):
+        raise ConfigError(variable, f"the password of {where} {problem}")
+
+
 def database_url(settings: Settings) -> str:
     """The libpq connection string: from the environment, or the Secrets Manager secret."""
     settings.require_database()
     if settings.database_url is not None:
         return settings.database_url
     doc = _secret(settings.db_secret_arn or "", "DB_CONNECTION_SECRET_ARN")
+    _refuse_control_characters(doc, "DB_CONNECTION_SECRET_ARN", "the database secret")
     try:
         return psycopg.conninfo.make_conninfo(
             host=doc["host"],
@@ -146,6 +155,7 @@ def hub_credentials(settings: Settings) -> HubCredentials:
         raise ConfigError("SCIHUB_USERNAME", "no hub credentials (SCIHUB_USERNAME/SCIHUB_PASSWORD or STAGE)")
     kind = "copernicus-credentials" if settings.hub_api == "cdse" else "scihub-credentials"
     doc = _secret(f"hls-s2-downloader-serverless/{settings.stage}/{kind}", "STAGE")
+    _refuse_control_characters(doc, "STAGE", f"the {kind} secret")
     try:
         return HubCredentials(username=str(doc["username"]), password=str(doc["password"]))
     except KeyError as exc:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import attrs
 
 from s2_downloader.adapters.hub.deadlines import time_left
+from s2_downloader.adapters.secret_values import secret_problem
 from s2_downloader.adapters.ssm import DETAIL_LIMIT, SSM_STEP_SECONDS, SsmError, SsmParameter
 from s2_downloader.domain.errors import DeadlineExceeded, FailureKind, HubError
 
@@ -93,6 +94,11 @@ class SsmTokens:
             raise HubError(FailureKind.UNAUTHORIZED, f"no CDSE token: {exc}") from None
         if not value:
             msg = f"SSM parameter {self.parameter.name[:DETAIL_LIMIT]} is empty"
+            raise HubError(FailureKind.UNAUTHORIZED, msg)
+        if problem := secret_problem(value):
+            # Never sent: a control character would split or corrupt the Authorization header.
+            msg = f"SSM parameter {self.parameter.name[:DETAIL_LIMIT]} {problem}"
+            _log.error(msg, extra={"event": "hub_token_refused", "parameter": self.parameter.name})
             raise HubError(FailureKind.UNAUTHORIZED, msg)
         self._token, self._read_at = value, self.clock()
         _log.info(
