@@ -188,6 +188,8 @@ class ThrowawaySeaweed:
         self._log = tempfile.TemporaryFile(prefix="seaweed-", suffix=".log")  # noqa: SIM115 - lives until stop()
         command = [
             str(binary),
+            # Its glog files go with its data, not into the shared temporary directory.
+            f"-logdir={self._data_dir}",
             "server",
             f"-dir={self._data_dir}",
             f"-ip={self.host}",
