@@ -200,6 +200,9 @@ class ThrowawaySeaweed:
             f"-filer.port={filer}",
             "-s3",
             f"-s3.port={s3}",
+            # Its Unix sockets too (they default to /tmp and outlive a SIGKILL).
+            f"-filer.localSocket={self._data_dir / 'filer.sock'}",
+            f"-s3.localSocket={self._data_dir / 's3.sock'}",
             "-volume.max=100",
             "-master.volumeSizeLimitMB=1024",
             "-master.telemetry=false",
