@@ -91,6 +91,14 @@ def _free_ports(host: str, count: int) -> list[int]:
     raise SeaweedError(msg)
 
 
+def _remove_sockets(ports: tuple[int, ...]) -> None:
+    """Remove the Unix sockets weed makes in /tmp for each port (a SIGKILL leaves them behind)."""
+    for port in ports:
+        for name in (f"seaweedfs-*-{port}.sock", f"seaweedfs-*-grpc-{port + _GRPC_OFFSET}.sock"):
+            for leftover in Path("/tmp").glob(name):  # noqa: S108 - weed's fixed place
+                leftover.unlink(missing_ok=True)
+
+
 def _tail(log: IO[bytes]) -> str:
     size = os.fstat(log.fileno()).st_size
     start = max(0, size - _TAIL_BYTES)
@@ -107,6 +115,7 @@ class ThrowawaySeaweed:
     _log: IO[bytes] | None = attrs.field(init=False, default=None, repr=False)
     _data_dir: Path | None = attrs.field(init=False, default=None, repr=False)
     _s3_port: int = attrs.field(init=False, default=0)
+    _ports: tuple[int, ...] = attrs.field(init=False, default=())
 
     @property
     def endpoint_url(self) -> str:
@@ -155,6 +164,7 @@ class ThrowawaySeaweed:
             log.close()
         if data_dir is not None:
             shutil.rmtree(data_dir, ignore_errors=True)
+        _remove_sockets(self._ports)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -182,7 +192,7 @@ class ThrowawaySeaweed:
 
     def _spawn(self, binary: Path) -> None:
         master, volume, filer, s3 = _free_ports(self.host, 4)
-        self._s3_port = s3
+        self._s3_port, self._ports = s3, (master, volume, filer, s3)
         self._data_dir = Path(tempfile.mkdtemp(prefix="s2dl-seaweed-"))
         # A file, not a pipe: the server logs steadily and nobody reads a pipe.
         self._log = tempfile.TemporaryFile(prefix="seaweed-", suffix=".log")  # noqa: SIM115 - lives until stop()
@@ -200,9 +210,6 @@ class ThrowawaySeaweed:
             f"-filer.port={filer}",
             "-s3",
             f"-s3.port={s3}",
-            # Its Unix sockets too (they default to /tmp and outlive a SIGKILL).
-            f"-filer.localSocket={self._data_dir / 'filer.sock'}",
-            f"-s3.localSocket={self._data_dir / 's3.sock'}",
             "-volume.max=100",
             "-master.volumeSizeLimitMB=1024",
             "-master.telemetry=false",
