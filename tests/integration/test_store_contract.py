@@ -1,4 +1,4 @@
-"""The product store contract (tests/store_contract.py) on the EFS store and on the S3 store over moto."""
+"""The product store contract (tests/store_contract.py) on EFS and on S3 (moto, and SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain.ports import FileKey, Store
 from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
+from s2_downloader.testing.seaweed import ThrowawaySeaweed
 from tests.store_contract import store_machine
 from tests.unit.fakes import CrashPlan, InMemoryUploadLedger
 
@@ -68,15 +69,22 @@ class EfsHarness:
 
 @attrs.define
 class S3Harness:
-    """The S3 store on moto; crashes also before each request is sent, after its answer, in the ledger."""
+    """The S3 store on a server; crashes also before each request is sent, after its answer, in the ledger.
+
+    ``part``: the store's part size, the server's floor (moto's lowered to ``PART``, 5 MiB on
+    SeaweedFS, which holds S3's rule).
+    """
 
     client: S3Client
     bucket: str
+    part: int = PART
     crashes: CrashPlan = attrs.field(factory=CrashPlan)
     keeps_mismatched_finals: bool = True
     sweeps_partials: bool = False
-    max_size: int = 3 * PART + 100
-    max_chunk: int = 700
+    max_size: int = attrs.field(default=attrs.Factory(lambda self: 3 * self.part + 100, takes_self=True))
+    max_chunk: int = attrs.field(
+        default=attrs.Factory(lambda self: max(700, self.part // 80), takes_self=True)
+    )
     ledger: InMemoryUploadLedger = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -96,8 +104,8 @@ class S3Harness:
             self.bucket,
             self.ledger,
             lambda key: f"{key.granule_id}/{key.filename}",
-            part_size=PART,
-            min_part_size=PART,
+            part_size=self.part,
+            min_part_size=self.part,
         )
 
     def final_bytes(self, key: FileKey) -> bytes | None:
@@ -144,3 +152,16 @@ def test_the_s3_store_keeps_the_store_contract(s3_server: ThrowawayS3) -> None:
     bucket = create_bucket(client, f"contract-{next(_buckets)}")
     machine = store_machine(S3Harness(client, bucket), "S3StoreContract")
     run_state_machine_as_test(machine, settings=settings(max_examples=25, stateful_step_count=15))
+
+
+#: S3's smallest part but the last, which SeaweedFS enforces.
+S3_MIN_PART = 5 * 1024 * 1024
+
+
+def test_the_s3_store_keeps_the_store_contract_on_a_real_s3_server() -> None:
+    """The same machine on SeaweedFS with 5 MiB parts: S3's part floor and Content-MD5 check hold too."""
+    with ThrowawaySeaweed() as server:
+        client = server.client_s3()
+        bucket = create_bucket(client, f"contract-{next(_buckets)}")
+        machine = store_machine(S3Harness(client, bucket, part=S3_MIN_PART), "SeaweedS3StoreContract")
+        run_state_machine_as_test(machine, settings=settings(max_examples=8, stateful_step_count=8))
