@@ -11,6 +11,7 @@ __all__ = [
     "FileStoreError",
     "HubError",
     "InvalidTransition",
+    "KeyConflict",
     "PartialInUse",
     "QueueError",
     "S2DownloaderError",
@@ -62,6 +63,20 @@ class PartialInUse(FileStoreError):
     """Another attempt is writing the granule's partial file right now."""
 
 
+class KeyConflict(FileStoreError):
+    """The product's key holds another granule's verified product: this granule cannot be stored there.
+
+    Two granules whose key template yields one key (docs/interface.md section 4). Not an
+    outage and not worth a retry: the use case fails the granule at once, uncounted, and the
+    object is left as it is.
+    """
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(f"{key} holds {holder}")
+        self.key = key
+        self.holder = holder
+
+
 class QueueError(S2DownloaderError):
     """A queue operation failed."""
 
@@ -90,6 +105,11 @@ class FailureKind(enum.Enum):
     PARTIAL_IN_USE = "partial_in_use"
     #: The granule's counted failures were already past the budget when it was claimed.
     RETRY_BUDGET_SPENT = "retry_budget_spent"
+    #: The store refused this granule while the store as a whole was healthy (its health
+    #: check passed): a directory in the way, a key the bucket refuses, a part S3 rejects.
+    STORE = "store"
+    #: The product's key holds another granule's verified product (docs/interface.md section 4).
+    KEY_CONFLICT = "key_conflict"
     # The use case's own, not recorded: the granule is handed back as it was.
     #: Another worker holds the granule's lease.
     LEASE_BUSY = "lease_busy"

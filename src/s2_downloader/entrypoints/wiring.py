@@ -30,7 +30,7 @@ from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy
-from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.errors import FileStoreError, StoreUnavailable
 from s2_downloader.domain.ports import Store
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
 
@@ -252,9 +252,13 @@ def _chosen_store(
             object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
         )
         if check:
-            # Until the store's health check (the next issue) does this for every store.
+            # The health check: a bucket that is missing or refuses us is a setting to fix
+            # (exit 2 naming UPLOAD_BUCKET); S3 unreachable or throttling is an outage,
+            # raised as it is (StoreUnavailable) for the entry point to report.
             try:
-                store.check_bucket()
+                store.check_health()
+            except StoreUnavailable:
+                raise
             except FileStoreError as exc:
                 raise ConfigError("UPLOAD_BUCKET", str(exc)) from None
         return store

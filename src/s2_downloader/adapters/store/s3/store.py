@@ -180,6 +180,12 @@ class S3Store:
             ),
         )
 
-    def check_bucket(self) -> None:
-        """Raise ``FileStoreError`` unless the bucket exists and can be reached with these credentials."""
+    # -- StoreHealth ------------------------------------------------------------------
+
+    def check_health(self) -> None:
+        """Raise ``FileStoreError`` unless ``HeadBucket`` answers: the bucket is there and lets us in.
+
+        ``StoreUnavailable`` when S3 cannot be reached or is throttling, plain ``FileStoreError``
+        when it answers but refuses (no such bucket, access denied).
+        """
         self._bucket.check()
