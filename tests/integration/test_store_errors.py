@@ -235,3 +235,24 @@ def test_a_stopped_s3_server_is_an_outage() -> None:
     assert isinstance(result, Unavailable)
     assert "StoreUnavailable" in result.reason
     _unchanged(world, "g1")
+
+
+def test_a_part_the_server_refuses_is_counted_with_its_words_and_ends_in_failed() -> None:
+    """Parts below the server's floor: ``EntityTooSmall`` at completion, counted each time, never a loop."""
+    with ThrowawayS3(min_part_size=4 * PART) as server:
+        client = s3_client(server.endpoint_url)
+        bucket = create_bucket(client, "too-small")
+        store = _s3_store(client, bucket)
+        world = World()
+        request = world.add("g1", PRODUCT + PRODUCT[:100])
+
+        outcomes = [world.handle(request, files=store) for _ in range(world.max_retries + 1)]
+
+    assert all(isinstance(outcome, RetryLater) for outcome in outcomes[:-1])
+    assert isinstance(outcomes[-1], Failed)
+    granule = world.store.granules["g1"]
+    assert State.FAILED is granule.state
+    assert granule.last_error is not None
+    assert granule.last_error.startswith(
+        f"store: S3 CompleteMultipartUpload s3://{bucket}/g1.zip: EntityTooSmall"
+    )

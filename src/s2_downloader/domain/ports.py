@@ -27,6 +27,7 @@ __all__ = [
     "FinalFiles",
     "GranuleStore",
     "Hub",
+    "KeyLeases",
     "Leftover",
     "LeftoverReport",
     "LeftoverSweep",
@@ -329,6 +330,30 @@ class UploadLedger(Protocol):
 
     def clear(self, granule_id: str) -> None:
         """Forget the granule's record, if it has one."""
+        ...
+
+
+class KeyLeases(Protocol):
+    """Who may upload to an object key now: at most one granule at a time (docs/interface.md section 4).
+
+    The S3 store's port, not the use case's: two granules whose key template yields the same
+    key must not upload to it together, and one must not replace the other's verified
+    product. Decided in PostgreSQL (a small lease table, times on the database's clock).
+    """
+
+    def take(self, key: str, granule_id: str, seconds: float) -> str | None:
+        """Take or renew ``key``'s lease for ``granule_id`` for ``seconds``.
+
+        ``None`` when ``granule_id`` holds it now; else the id of the granule that does.
+        """
+        ...
+
+    def give_back(self, key: str, granule_id: str) -> None:
+        """Let go of ``key``'s lease if ``granule_id`` holds it."""
+        ...
+
+    def verified(self, granule_id: str) -> bool:
+        """Whether the granule table holds ``granule_id`` as verified."""
         ...
 
 

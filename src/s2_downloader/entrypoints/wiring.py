@@ -24,7 +24,12 @@ from psycopg_pool import ConnectionPool
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub, TokenSource
 from s2_downloader.adapters.hub.ssm_tokens import SsmTokens, hls_token_parameter
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
-from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger, open_pool
+from s2_downloader.adapters.postgres import (
+    PostgresGranuleStore,
+    PostgresKeyLeases,
+    PostgresUploadLedger,
+    open_pool,
+)
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
@@ -250,6 +255,7 @@ def _chosen_store(
             bucket=settings.upload_bucket,
             ledger=PostgresUploadLedger(db_pool),
             object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
+            key_leases=PostgresKeyLeases(db_pool),
         )
         if check:
             # The health check: a bucket that is missing or refuses us is a setting to fix
