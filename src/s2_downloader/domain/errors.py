@@ -48,14 +48,20 @@ class StoreError(S2DownloaderError):
 
 
 class FileStoreError(S2DownloaderError):
-    """The file store (the EFS mount or the S3 bucket) could not be read or written."""
+    """The file store (the EFS mount or the S3 bucket) could not be read or written.
+
+    The use case asks the store's health check which it was: failing, an outage (the error
+    leaves ``handle`` with the granule released, nothing counted); passing, the granule's
+    own error, counted as ``FailureKind.STORE``.
+    """
 
 
 class StoreUnavailable(FileStoreError):
     """The file store cannot be reached or asks to slow down (S3 ``SlowDown``, 503); try again later.
 
-    Like every ``FileStoreError`` it leaves ``handle`` with the granule released and is never
-    counted against the granule: the entry points hand the message back with a delay.
+    Always an outage, without a health check: it leaves ``handle`` with the granule released
+    and is never counted; the entry points hand the message back with a delay. A failing
+    health check raises it too.
     """
 
 

@@ -3,7 +3,8 @@
 Where things live and how paths are checked: ``paths.py``. Partial files, their lock and
 their validator sidecar: ``partial.py``. Final files and the rename into place:
 ``final.py``. Stale partials, the store's chore: ``sweep.py``. Every ``OSError`` from an
-attempt's calls leaves as ``FileStoreError`` naming the path.
+attempt's calls leaves as ``FileStoreError`` naming the path; ``check_health`` (a probe
+file in the mount's root) tells the use case whether it was the mount's or the granule's.
 """
 
 from __future__ import annotations

@@ -12,8 +12,14 @@ chores, only the report is S3's: ``status`` lists the bucket's old multipart upl
 S3 charges for; a sweep has nothing to do.
 
 Every botocore error leaves as ``FileStoreError``: throttling (``SlowDown``, 503) and
-unreachable endpoints as ``StoreUnavailable``, which the entry points hand back without
-counting, like any file store error (``errors.py``).
+unreachable endpoints as ``StoreUnavailable``, an outage (``errors.py``); the use case
+sorts the rest with ``check_health`` (``HeadBucket``): the bucket failing too is an outage,
+else the error was the granule's (a key the bucket refuses, a part S3 rejects) and counts.
+
+Who owns a key (docs/interface.md section 4): every upload carries ``granule-id`` and
+``md5`` metadata; with ``key_leases`` one granule at a time uploads to a key (another
+granule's live lease is ``PartialInUse``), and an object whose ``granule-id`` names another
+verified granule is ``KeyConflict``. Only uploads the granule's record names are aborted.
 
 Two workers never write one granule at once while leases hold; the use case checks its
 lease before ``promote``. A worker that lost its lease may still send parts of the same
