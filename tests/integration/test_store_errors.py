@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,6 +108,36 @@ def test_a_directory_in_the_way_for_ever_fails_the_granule_after_the_budget(moun
     # Another granule on the same mount is not affected.
     other = world.add("g2", PRODUCT)
     assert isinstance(world.handle(other, files=store), Done)
+
+
+@pytest.fixture
+def immutable(mount: Path) -> Iterator[Path]:
+    """``<mount>/g1`` made immutable (``chattr +i``): read-only even for root, unlike chmod."""
+    directory = mount / "g1"
+    directory.mkdir()
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(directory)], check=False).returncode:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        yield directory
+    finally:
+        subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
+def test_a_read_only_granule_directory_is_a_counted_store_failure(mount: Path, immutable: Path) -> None:
+    """The granule's directory refuses writes (as root too), the mount does not: counted, ``store: ...``."""
+    world = World()
+    request = world.add("g1", PRODUCT)
+
+    outcome = world.handle(request, files=EfsFileStore(mount))
+
+    assert isinstance(outcome, RetryLater)
+    assert FailureKind.STORE is outcome.kind
+    granule = world.store.granules["g1"]
+    assert granule.last_error is not None
+    assert granule.last_error.startswith("store: cannot ")
+    assert str(immutable) in granule.last_error
+    assert [] == list(immutable.iterdir())
 
 
 @pytest.mark.parametrize("fault", ["removed", "replaced by a file"])
