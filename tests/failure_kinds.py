@@ -27,7 +27,7 @@ import attrs
 
 from s2_downloader.adapters.metrics import EmfMetrics
 from s2_downloader.domain import Defer, Failed, Reject, RetryLater, State
-from s2_downloader.domain.errors import FailureKind
+from s2_downloader.domain.errors import FailureKind, FileStoreError, KeyConflict
 from s2_downloader.domain.granule import Lease
 from s2_downloader.entrypoints.dispatch import Result
 from s2_downloader.entrypoints.observe import observe
@@ -82,6 +82,18 @@ def _lease_taken_over_mid_body(world: World, granule_id: str) -> Mapping[str, An
             )
 
     world.hub.on_chunk = take_over
+    return {}
+
+
+def _store_refuses(world: World, granule_id: str) -> Mapping[str, Any]:
+    # The store as a whole stays healthy: the refusal is the granule's own.
+    refusal = f"S3 UploadPart s3://b/{granule_id}.zip: BadDigest: the Content-MD5 did not match"
+    world.files.refused_writes[granule_id] = FileStoreError(refusal)
+    return {}
+
+
+def _key_held_by_another(world: World, granule_id: str) -> Mapping[str, Any]:
+    world.files.conflicts[granule_id] = KeyConflict(f"{granule_id}.zip", "S2A_OTHER")
     return {}
 
 
@@ -221,6 +233,31 @@ CASES = [
         recorded_as=State.RETRYING,
         metric="Deferrals",
         arrange=_partial_held_elsewhere,
+    ),
+    KindCase(
+        name="store",
+        kind=FailureKind.STORE,
+        ending=RetryLater,
+        recorded_as=State.RETRYING,
+        metric="RetriesCounted",
+        arrange=_store_refuses,
+    ),
+    KindCase(
+        name="store, the last retry",
+        kind=FailureKind.STORE,
+        ending=Failed,
+        recorded_as=State.FAILED,
+        metric="GranulesFailed",
+        arrange=_store_refuses,
+        retries=3,
+    ),
+    KindCase(
+        name="key_conflict",
+        kind=FailureKind.KEY_CONFLICT,
+        ending=Failed,
+        recorded_as=State.FAILED,
+        metric="GranulesFailed",
+        arrange=_key_held_by_another,
     ),
     KindCase(
         name="retry_budget_spent",

@@ -95,6 +95,10 @@ class StoreMachine(RuleBasedStateMachine):
         self.final: bytes | None = None
         self.maybe: tuple[bytes | None, ...] = ()
         self.foreign: bytes | None = None
+        #: Uploads a crash may have left unrecorded (begun, the process gone before its record
+        #: was saved): no worker aborts them, since S3 cannot say whose they are; the bucket's
+        #: lifecycle rule does. At most one per crash.
+        self.orphans = 0
 
     @initialize(data=st.data())
     def choose_product(self, data: st.DataObject) -> None:
@@ -117,6 +121,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _crashed(self) -> None:
         self.h.crashes.arm(0)
         self.store = self.h.store()
+        self.orphans += 1
 
     # -- rules -----------------------------------------------------------------------
 
@@ -176,12 +181,12 @@ class StoreMachine(RuleBasedStateMachine):
                     self._tick("promote")
                     self.store.promote(self.key)
                     self.final, self.written = self.product, b""
-                    assert self.h.open_uploads(self.key) == 0
+                    assert self.h.open_uploads(self.key) <= self.orphans
                 else:
                     self._tick("discard_partial")
                     self.store.discard_partial(self.key)
                     self.written = b""
-                    assert self.h.open_uploads(self.key) == 0
+                    assert self.h.open_uploads(self.key) <= self.orphans
         except Crash:
             if promoting:
                 self.maybe = (before, self.product)
@@ -215,14 +220,14 @@ class StoreMachine(RuleBasedStateMachine):
         self.written = b""
         if not self.h.keeps_mismatched_finals:
             self.final = None
-        assert self.h.open_uploads(self.key) == 0
+        assert self.h.open_uploads(self.key) <= self.orphans
 
     @rule()
     def discard(self) -> None:
         """Discarding drops the partial and every upload in progress."""
         self.store.discard_partial(self.key)
         self.written = b""
-        assert self.h.open_uploads(self.key) == 0
+        assert self.h.open_uploads(self.key) <= self.orphans
 
     @rule(whole=st.booleans())
     def sweep(self, whole: bool) -> None:

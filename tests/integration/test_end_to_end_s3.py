@@ -8,6 +8,7 @@ larger than 16 MiB, and the one killed mid-upload is slowed down by the hub.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from s2_downloader.entrypoints import lambda_handler
 from s2_downloader.entrypoints.config import Settings
 from s2_downloader.entrypoints.wiring import build
 from s2_downloader.testing.hubsim import Fault, RecordedRequest
+from s2_downloader.testing.postgres import SeedGranule, seed_granules
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import assert_in_bucket, rows, upload_bodies
 from tests.integration.fixtures_stack import log_events, run_cli, start_runner
@@ -203,3 +205,44 @@ def test_lambda_checksum_mismatch_reports_the_record_and_aborts(s3_pipeline: Pip
     assert {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]} == response
     assert "failed" == rows(s3_pipeline)["S3LBAD"]["state"]
     assert ([], []) == (s3_pipeline.object_keys(), s3_pipeline.open_uploads())
+
+
+def test_two_granules_of_one_key_one_verifies_the_other_fails_with_key_conflict(
+    s3_pipeline: Pipeline,
+) -> None:
+    """Ids S3KEYA and S3KEYB, both ``X.SAFE``, so both ``X.zip``: the first verifies, the second fails.
+
+    The second's ``last_error`` names the key and the first; the first's object is untouched,
+    and its ``granule-id`` metadata says whose it is; nothing is left uploading.
+    """
+    products = [s3_pipeline.hub.add_product(product_id, 300 * KIB) for product_id in ("S3KEYA", "S3KEYB")]
+    seed_granules(
+        s3_pipeline.database_url,
+        [
+            SeedGranule(id=p.id, filename="X.SAFE", download_url=s3_pipeline.download_url(p.id), size=p.size)
+            for p in products
+        ],
+    )
+    client = s3_pipeline.services.sqs.client()
+    for product in products:
+        body = {"id": product.id, "filename": "X.SAFE", "download_url": s3_pipeline.download_url(product.id)}
+        client.send_message(QueueUrl=s3_pipeline.queues.download_url, MessageBody=json.dumps(body))
+
+    _run_until_empty(s3_pipeline, "--concurrency", "1")
+
+    table = rows(s3_pipeline)
+    [winner] = [p for p in products if table[p.id]["state"] == "verified"]
+    [loser] = [p for p in products if p is not winner]
+    assert ("failed", 0, f"key_conflict: X.zip holds {winner.id}") == (
+        table[loser.id]["state"],
+        table[loser.id]["download_retries"],
+        table[loser.id]["last_error"],
+    )
+    stored = s3_pipeline.stored_object("X.zip")
+    assert stored is not None
+    assert (winner.md5, winner.id, winner.md5) == (
+        stored.md5,
+        stored.metadata["granule-id"],
+        stored.metadata["md5"],
+    )
+    assert [] == s3_pipeline.open_uploads()

@@ -137,6 +137,7 @@ EXPECTED_COLUMNS = {
 #: What migrate reports on an empty database.
 FRESH_STEPS = [
     "tables",
+    "s3_key_lease table",
     "columns " + ", ".join(list(EXPECTED_COLUMNS)[17:]),
     "granule_state_check",
     "state backfill",
@@ -515,7 +516,7 @@ def test_a_database_migrated_by_revision_one_is_brought_up_to_date(empty_databas
 
     applied = migrate(empty_database_url)
 
-    assert ["columns first_attempt_at, store_upload"] == applied
+    assert ["s3_key_lease table", "columns first_attempt_at, store_upload"] == applied
     assert set(EXPECTED_COLUMNS) == set(_columns(empty_database_url, "granule"))
     with psycopg.connect(empty_database_url) as conn:
         state = conn.execute("SELECT state FROM granule WHERE id = 'S2A_MSIL1C_00'").fetchone()

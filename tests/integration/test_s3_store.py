@@ -487,10 +487,10 @@ def test_an_unreachable_endpoint_becomes_store_unavailable(ledger: InMemoryUploa
 def test_a_missing_bucket_fails_the_check_with_a_file_store_error(
     client: S3Client, ledger: InMemoryUploadLedger
 ) -> None:
-    """check_bucket on a bucket that does not exist: FileStoreError (not StoreUnavailable)."""
+    """check_health on a bucket that does not exist: FileStoreError (not StoreUnavailable)."""
     store = _store(client, "no-such-bucket", ledger)
     with pytest.raises(FileStoreError) as caught:
-        store.check_bucket()
+        store.check_health()
     assert not isinstance(caught.value, StoreUnavailable)
 
 

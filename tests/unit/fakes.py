@@ -19,7 +19,9 @@ from s2_downloader.domain.errors import (
     FileStoreError,
     HubError,
     InvalidTransition,
+    KeyConflict,
     PartialInUse,
+    StoreUnavailable,
 )
 from s2_downloader.domain.granule import Granule
 from s2_downloader.domain.ports import (
@@ -366,6 +368,9 @@ class _FakePartial:
 
     def write(self, chunk: bytes) -> None:
         self.store.crashes.tick("files.write")
+        refusal = self.store.refused_writes.get(self.key.granule_id)
+        if refusal is not None:
+            raise refusal
         self.store.partials[self.key].extend(chunk)
 
     def expect_size(self, total_size: int | None) -> None:
@@ -397,6 +402,21 @@ class InMemoryFiles:
     open_partials: Counter[FileKey] = attrs.field(factory=Counter)
     #: Partials an attempt that is gone left behind (the test says which), and when it began them.
     abandoned: dict[FileKey, dt.datetime] = attrs.field(factory=dict)
+    #: Store errors raised by a write to a granule's partial (the store refusing that granule).
+    refused_writes: dict[str, FileStoreError] = attrs.field(factory=dict)
+    #: Key conflicts ``open_partial`` raises, by granule id (the key holds another's product).
+    conflicts: dict[str, KeyConflict] = attrs.field(factory=dict)
+    #: Whether the store as a whole works: ``check_health`` raises ``StoreUnavailable`` when not.
+    healthy: bool = True
+    #: How often ``check_health`` was asked.
+    health_checks: int = 0
+
+    def check_health(self) -> None:
+        """Raise ``StoreUnavailable`` unless the test says the store is healthy."""
+        self.health_checks += 1
+        if not self.healthy:
+            msg = "fake store down"
+            raise StoreUnavailable(msg)
 
     def final_digest(self, key: FileKey) -> str | None:
         """MD5 of the final file, if any."""
@@ -427,6 +447,9 @@ class InMemoryFiles:
     def open_partial(self, key: FileKey, *, checksum: str | None = None) -> Iterator[Partial]:
         """Resume the partial (creating it empty), remembering the checksum it must reach."""
         self.crashes.tick("files.open_partial")
+        conflict = self.conflicts.get(key.granule_id)
+        if conflict is not None:
+            raise conflict
         if self.open_partials[key]:
             msg = f"partial of {key.granule_id} is being written"
             raise PartialInUse(msg)

@@ -36,13 +36,15 @@ def test_budget_allows_max_retries_and_one_more_fails() -> None:
 
 
 def test_which_failures_count() -> None:
-    """Mismatch, broken transfers, 404 and unexpected answers count; throttling, 202, 5xx and 401 do not."""
+    """Mismatch, broken transfers, 404, unexpected answers and a granule's store error count; throttling,
+    202, 5xx, 401 and a key conflict (which fails at once) do not."""
     counted = {kind for kind in FailureKind if _policy().counts(kind)}
     expected = {
         FailureKind.CHECKSUM_MISMATCH,
         FailureKind.TRANSFER_INTERRUPTED,
         FailureKind.NOT_FOUND,
         FailureKind.BAD_RESPONSE,
+        FailureKind.STORE,
     }
     assert expected == counted
 

@@ -10,9 +10,16 @@ import attrs
 import pytest
 
 from s2_downloader.domain import Defer, Done, Failed, RetryLater, State, lifecycle
-from s2_downloader.domain.errors import FailureKind, FileStoreError, HubError, StoreError
+from s2_downloader.domain.errors import (
+    FailureKind,
+    FileStoreError,
+    HubError,
+    KeyConflict,
+    StoreError,
+    StoreUnavailable,
+)
 from s2_downloader.domain.granule import Granule, Lease
-from s2_downloader.domain.ports import FileKey
+from s2_downloader.domain.ports import FileKey, Partial
 from tests.unit.fakes import FakeCancellation, HubFault, InMemoryFiles, InMemoryGranuleStore, md5
 from tests.unit.world import World
 
@@ -312,21 +319,88 @@ def test_a_corrupt_final_file_is_removed_only_after_the_start_is_recorded(world:
     assert log.index("granules.record.StartDownload") < log.index("files.discard_final")
 
 
-def test_file_store_errors_propagate_without_failing_the_granule(world: World) -> None:
-    """The mount failing is infrastructure: the error leaves handle and the granule is released."""
+class _BrokenFiles(InMemoryFiles):
+    def final_digest(self, key: FileKey) -> str | None:
+        del key
+        msg = "mount unavailable"
+        raise FileStoreError(msg)
 
-    class _BrokenFiles(InMemoryFiles):
-        def final_digest(self, key: FileKey) -> str | None:
-            del key
-            msg = "mount unavailable"
-            raise FileStoreError(msg)
 
-    world.files = _BrokenFiles()
+def test_store_errors_of_an_unhealthy_store_propagate_without_failing_the_granule(world: World) -> None:
+    """The store failing its health check is an outage: its error leaves handle, the granule is released."""
+    world.files = _BrokenFiles(healthy=False)
     request = world.add("g1", PRODUCT, first_attempt_at=world.clock.now() - dt.timedelta(days=5))
 
-    with pytest.raises(FileStoreError):
+    with pytest.raises(StoreUnavailable):
         world.handle(request)
-    assert (State.PENDING, None) == (world.store.granules["g1"].state, world.store.granules["g1"].lease)
+    granule = world.store.granules["g1"]
+    assert (State.PENDING, None, 0) == (granule.state, granule.lease, granule.download_retries)
+
+
+def test_store_unavailable_propagates_without_a_health_check(world: World) -> None:
+    """S3 throttling or unreachable says "later" by itself: no health check, nothing counted."""
+    world.files.refused_writes["g1"] = StoreUnavailable("S3 UploadPart s3://b/g1.zip: SlowDown")
+    request = world.add("g1", PRODUCT)
+
+    with pytest.raises(StoreUnavailable, match="SlowDown"):
+        world.handle(request)
+    granule = world.store.granules["g1"]
+    assert (State.PENDING, 0, 0) == (granule.state, granule.download_retries, world.files.health_checks)
+
+
+def test_a_store_error_of_one_granule_counts_with_the_stores_words(world: World) -> None:
+    """Health check passes: the error was the granule's, a counted retry, ``store: <what failed>``."""
+    refusal = "S3 UploadPart s3://b/g1.zip: BadDigest: The Content-MD5 you specified did not match"
+    world.files.refused_writes["g1"] = FileStoreError(refusal)
+    request = world.add("g1", PRODUCT)
+
+    outcome = world.handle(request)
+
+    assert isinstance(outcome, RetryLater)
+    assert FailureKind.STORE is outcome.kind
+    granule = world.store.granules["g1"]
+    assert (State.RETRYING, 1) == (granule.state, granule.download_retries)
+    assert f"store: {refusal}" == granule.last_error
+    assert 1 == world.files.health_checks
+
+
+def test_a_store_that_refuses_one_granule_for_ever_fails_it_never_loops(world: World) -> None:
+    """A refusal on every attempt spends the retry budget: the granule fails, the loop ends."""
+    world.files = _BrokenFiles()
+    request = world.add("g1", PRODUCT)
+
+    outcomes = [world.handle(request) for _ in range(world.max_retries + 1)]
+
+    assert all(isinstance(outcome, RetryLater) for outcome in outcomes[:-1])
+    assert isinstance(outcomes[-1], Failed)
+    assert FailureKind.STORE is outcomes[-1].kind
+    granule = world.store.granules["g1"]
+    assert (State.FAILED, "store: mount unavailable") == (granule.state, granule.last_error)
+
+
+def test_a_key_conflict_fails_the_granule_at_once_uncounted(world: World) -> None:
+    """The key holds another granule's verified product: failed, not counted, ``key_conflict: ...``."""
+
+    class _TakenKey(InMemoryFiles):
+        @contextmanager
+        def open_partial(self, key: FileKey, *, checksum: str | None = None) -> Iterator[Partial]:
+            del key, checksum
+            raise KeyConflict("X.zip", "A")
+            yield from ()
+
+    world.files = _TakenKey()
+    request = world.add("B", PRODUCT)
+
+    outcome = world.handle(request)
+
+    assert isinstance(outcome, Failed)
+    assert FailureKind.KEY_CONFLICT is outcome.kind
+    granule = world.store.granules["B"]
+    assert (State.FAILED, 0, "key_conflict: X.zip holds A") == (
+        granule.state,
+        granule.download_retries,
+        granule.last_error,
+    )
 
 
 @attrs.define

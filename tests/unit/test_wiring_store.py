@@ -6,14 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 from psycopg_pool import ConnectionPool
 
-from s2_downloader.adapters.postgres import PostgresUploadLedger
+from s2_downloader.adapters.postgres import PostgresKeyLeases, PostgresUploadLedger
 from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.store.s3 import S3Store
-from s2_downloader.entrypoints.config import Settings
-from s2_downloader.entrypoints.wiring import store_for_status
+from s2_downloader.domain.errors import StoreUnavailable
+from s2_downloader.entrypoints.config import ConfigError, Settings
+from s2_downloader.entrypoints.wiring import build_store, store_for_status
 
 
 @pytest.fixture
@@ -47,3 +50,43 @@ def test_the_s3_store_keeps_its_records_in_the_postgres_ledger(pool: ConnectionP
     assert isinstance(store, S3Store)
     assert isinstance(store.ledger, PostgresUploadLedger)
     assert ("products", pool) == (store.bucket, store.ledger.pool)
+
+
+def test_the_s3_store_decides_who_owns_a_key_in_postgres(pool: ConnectionPool[Any]) -> None:
+    """STORE=s3: the key leases (docs/interface.md section 4) are PostgreSQL's, on the same pool."""
+    store = store_for_status(Settings.from_env({"STORE": "s3", "UPLOAD_BUCKET": "products"}), pool)
+
+    assert isinstance(store, S3Store)
+    assert isinstance(store.key_leases, PostgresKeyLeases)
+    assert pool is store.key_leases.pool
+
+
+def _stubbed_head_bucket(status: int, code: str) -> Any:
+    client = boto3.session.Session(
+        aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+    ).client("s3")
+    stubber = Stubber(client)
+    stubber.add_client_error("head_bucket", service_error_code=code, http_status_code=status)
+    stubber.activate()
+    return client
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "NoSuchBucket"), (403, "AccessDenied")])
+def test_a_bucket_that_is_missing_or_refuses_us_stops_the_worker_naming_upload_bucket(
+    pool: ConnectionPool[Any], status: int, code: str
+) -> None:
+    """The health check at start: a setting to fix, ConfigError naming UPLOAD_BUCKET (exit 2)."""
+    settings = Settings.from_env({"STORE": "s3", "UPLOAD_BUCKET": "products"})
+
+    with pytest.raises(ConfigError) as caught:
+        build_store(settings, pool, s3=_stubbed_head_bucket(status, code))
+
+    assert "UPLOAD_BUCKET" == caught.value.variable
+
+
+def test_an_s3_that_cannot_be_reached_at_start_is_an_outage_not_a_setting(pool: ConnectionPool[Any]) -> None:
+    """HeadBucket answered 503: StoreUnavailable, distinct from ConfigError, for the entry point to report."""
+    settings = Settings.from_env({"STORE": "s3", "UPLOAD_BUCKET": "products"})
+
+    with pytest.raises(StoreUnavailable):
+        build_store(settings, pool, s3=_stubbed_head_bucket(503, "ServiceUnavailable"))

@@ -11,6 +11,7 @@ __all__ = [
     "FileStoreError",
     "HubError",
     "InvalidTransition",
+    "KeyConflict",
     "PartialInUse",
     "QueueError",
     "S2DownloaderError",
@@ -47,19 +48,39 @@ class StoreError(S2DownloaderError):
 
 
 class FileStoreError(S2DownloaderError):
-    """The file store (the EFS mount or the S3 bucket) could not be read or written."""
+    """The file store (the EFS mount or the S3 bucket) could not be read or written.
+
+    The use case asks the store's health check which it was: failing, an outage (the error
+    leaves ``handle`` with the granule released, nothing counted); passing, the granule's
+    own error, counted as ``FailureKind.STORE``.
+    """
 
 
 class StoreUnavailable(FileStoreError):
     """The file store cannot be reached or asks to slow down (S3 ``SlowDown``, 503); try again later.
 
-    Like every ``FileStoreError`` it leaves ``handle`` with the granule released and is never
-    counted against the granule: the entry points hand the message back with a delay.
+    Always an outage, without a health check: it leaves ``handle`` with the granule released
+    and is never counted; the entry points hand the message back with a delay. A failing
+    health check raises it too.
     """
 
 
 class PartialInUse(FileStoreError):
     """Another attempt is writing the granule's partial file right now."""
+
+
+class KeyConflict(FileStoreError):
+    """The product's key holds another granule's verified product: this granule cannot be stored there.
+
+    Two granules whose key template yields one key (docs/interface.md section 4). Not an
+    outage and not worth a retry: the use case fails the granule at once, uncounted, and the
+    object is left as it is.
+    """
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(f"{key} holds {holder}")
+        self.key = key
+        self.holder = holder
 
 
 class QueueError(S2DownloaderError):
@@ -90,6 +111,11 @@ class FailureKind(enum.Enum):
     PARTIAL_IN_USE = "partial_in_use"
     #: The granule's counted failures were already past the budget when it was claimed.
     RETRY_BUDGET_SPENT = "retry_budget_spent"
+    #: The store refused this granule while the store as a whole was healthy (its health
+    #: check passed): a directory in the way, a key the bucket refuses, a part S3 rejects.
+    STORE = "store"
+    #: The product's key holds another granule's verified product (docs/interface.md section 4).
+    KEY_CONFLICT = "key_conflict"
     # The use case's own, not recorded: the granule is handed back as it was.
     #: Another worker holds the granule's lease.
     LEASE_BUSY = "lease_busy"

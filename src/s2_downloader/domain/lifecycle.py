@@ -124,7 +124,7 @@ class Postpone:
 
 @attrs.frozen(kw_only=True)
 class Abandon:
-    """A failure that does not count, but the granule has been deferred past its budget: it fails."""
+    """A failure that does not count but fails the granule: deferred past its budget, or a key conflict."""
 
     owner: str
     error: str

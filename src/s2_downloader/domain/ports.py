@@ -27,6 +27,7 @@ __all__ = [
     "FinalFiles",
     "GranuleStore",
     "Hub",
+    "KeyLeases",
     "Leftover",
     "LeftoverReport",
     "LeftoverSweep",
@@ -37,6 +38,7 @@ __all__ = [
     "Progress",
     "Store",
     "StoreChores",
+    "StoreHealth",
     "UploadLedger",
     "UploadQueue",
 ]
@@ -221,8 +223,22 @@ class FailedCleanup(Protocol):
         ...
 
 
-class Files(FinalFiles, PartialFiles, FailedCleanup, Protocol):
-    """The product store (an EFS mount or an S3 bucket) as an attempt uses it: products, data in progress."""
+class StoreHealth(Protocol):
+    """Whether the store as a whole works: what tells an outage from an error of one granule's."""
+
+    def check_health(self) -> None:
+        """Raise ``FileStoreError`` (saying what failed) unless the store as a whole can be used now.
+
+        S3: ``HeadBucket`` answers. EFS: the mount is a directory a file can be created in.
+        After a store error the use case asks: a failing check is an outage (nothing counted),
+        a passing one means the error was the granule's own (docs/interface.md section 6).
+        """
+        ...
+
+
+class Files(FinalFiles, PartialFiles, FailedCleanup, StoreHealth, Protocol):
+    """The product store (an EFS mount or an S3 bucket) as an attempt uses it: products, data in
+    progress, and the health check that classifies its errors."""
 
 
 # -- the store's chores, for the entry points ------------------------------------------
@@ -282,8 +298,9 @@ class LeftoverReport(Protocol):
 class StoreChores(LeftoverSweep, LeftoverReport, Protocol):
     """What the entry points ask of the store besides an attempt's files.
 
-    The store's health check (the next issue) joins these as a Protocol of its own; until
-    then the composition root checks the S3 bucket when it builds a worker's store.
+    The store's health check (``StoreHealth``) is a Protocol of its own, part of ``Files``
+    because the use case asks it after a store error; the composition root asks it too,
+    when it builds a worker's store.
     """
 
 
@@ -313,6 +330,30 @@ class UploadLedger(Protocol):
 
     def clear(self, granule_id: str) -> None:
         """Forget the granule's record, if it has one."""
+        ...
+
+
+class KeyLeases(Protocol):
+    """Who may upload to an object key now: at most one granule at a time (docs/interface.md section 4).
+
+    The S3 store's port, not the use case's: two granules whose key template yields the same
+    key must not upload to it together, and one must not replace the other's verified
+    product. Decided in PostgreSQL (a small lease table, times on the database's clock).
+    """
+
+    def take(self, key: str, granule_id: str, seconds: float) -> str | None:
+        """Take or renew ``key``'s lease for ``granule_id`` for ``seconds``.
+
+        ``None`` when ``granule_id`` holds it now; else the id of the granule that does.
+        """
+        ...
+
+    def give_back(self, key: str, granule_id: str) -> None:
+        """Let go of ``key``'s lease if ``granule_id`` holds it."""
+        ...
+
+    def verified(self, granule_id: str) -> bool:
+        """Whether the granule table holds ``granule_id`` as verified."""
         ...
 
 

@@ -30,6 +30,7 @@ COUNTED_FAILURES = frozenset(
         FailureKind.TRANSFER_INTERRUPTED,
         FailureKind.NOT_FOUND,
         FailureKind.BAD_RESPONSE,
+        FailureKind.STORE,
     }
 )
 

@@ -17,9 +17,12 @@ from s2_downloader.domain import lifecycle
 from s2_downloader.domain.errors import (
     DeadlineExceeded,
     FailureKind,
+    FileStoreError,
     HubError,
     InvalidTransition,
+    KeyConflict,
     PartialInUse,
+    StoreUnavailable,
 )
 from s2_downloader.domain.granule import Granule, State
 from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, RetryLater, Transfer
@@ -190,6 +193,10 @@ class _Attempt:
             return self._hub_failure(exc)
         except DeadlineExceeded as exc:
             return self._out_of_time(exc)
+        except KeyConflict as exc:
+            return self._key_conflict(exc)
+        except FileStoreError as exc:
+            return self._store_failure(exc)
         except InvalidTransition as exc:
             # Every event after the claim is lease-checked: refused means another worker
             # took the granule over (our lease ran out), so stop without touching anything.
@@ -215,7 +222,7 @@ class _Attempt:
         self.granule = self.context.granules.record(
             self.request.id, lifecycle.GiveUp(owner=self.owner, error=failed.reason)
         )
-        self.context.files.remove(self.key)
+        self._remove_files()
         _log.error("download failed for good", extra=self._extra("download_failed", error=failed.reason))
         return failed
 
@@ -447,7 +454,7 @@ class _Attempt:
         self.granule = context.granules.record(
             self.request.id, lifecycle.Abandon(owner=self.owner, error=failed.reason)
         )
-        context.files.remove(self.key)  # after the lease-checked update, as in _give_up
+        self._remove_files()  # after the lease-checked update, as in _give_up
         _log.error(
             "deferred past the budget; download failed",
             extra=self._extra(
@@ -467,7 +474,7 @@ class _Attempt:
             self.granule = context.granules.record(
                 self.request.id, lifecycle.Exhaust(owner=self.owner, error=failed.reason)
             )
-            context.files.remove(self.key)  # after the lease-checked update, as in _give_up
+            self._remove_files()  # after the lease-checked update, as in _give_up
             _log.error(
                 "retry budget spent; download failed",
                 extra=self._extra("download_failed", error=failed.reason, retries=retries),
@@ -488,6 +495,55 @@ class _Attempt:
             ),
         )
         return retry
+
+    def _store_failure(self, exc: FileStoreError) -> Outcome:
+        """A store error: an outage when the store as a whole fails its health check, else this granule's.
+
+        ``StoreUnavailable`` (unreachable, throttled) and ``PartialInUse`` are never the
+        granule's: they leave as they are, for the entry point's outage handling (``run``
+        releases the granule). Otherwise the store is checked: failing, its error leaves
+        instead (nothing counted or spent); passing, the error was this granule's own (a
+        directory in the way, a key the bucket refuses, a part S3 rejects), so it counts.
+        """
+        if isinstance(exc, StoreUnavailable | PartialInUse):
+            raise exc
+        try:
+            self.context.files.check_health()
+        except FileStoreError as health:
+            _log.warning(
+                "store error, and the store fails its health check: an outage",
+                extra=self._extra("store_unhealthy", error=str(exc), health=str(health)),
+            )
+            raise health from exc
+        return self._counted(FailureKind.STORE, str(exc))
+
+    def _key_conflict(self, exc: KeyConflict) -> Outcome:
+        """The key holds another granule's verified product: fail at once, uncounted, the object untouched."""
+        failed = Failed(kind=FailureKind.KEY_CONFLICT, detail=str(exc))
+        self.granule = self.context.granules.record(
+            self.request.id, lifecycle.Abandon(owner=self.owner, error=failed.reason)
+        )
+        self._remove_files()  # this granule's own upload, if any: never the object at the key
+        _log.error(
+            "the key holds another granule's product; download failed",
+            extra=self._extra("download_failed", error=failed.reason, key=exc.key, holder=exc.holder),
+        )
+        return failed
+
+    def _remove_files(self) -> None:
+        """Clean up after a granule that failed for good; a store error here is logged, not raised.
+
+        The failure is already recorded: the store's leftovers are cleared later (EFS: the
+        sweep; S3: the bucket's lifecycle rule), whereas raising would hand back a message
+        whose granule has failed.
+        """
+        try:
+            self.context.files.remove(self.key)
+        except FileStoreError as exc:
+            _log.warning(
+                "could not clean up after a failed granule",
+                extra=self._extra("cleanup_failed", error=str(exc)),
+            )
 
     def _release_quietly(self) -> None:
         try:

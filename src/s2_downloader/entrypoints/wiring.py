@@ -24,14 +24,19 @@ from psycopg_pool import ConnectionPool
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub, TokenSource
 from s2_downloader.adapters.hub.ssm_tokens import SsmTokens, hls_token_parameter
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
-from s2_downloader.adapters.postgres import PostgresGranuleStore, PostgresUploadLedger, open_pool
+from s2_downloader.adapters.postgres import (
+    PostgresGranuleStore,
+    PostgresKeyLeases,
+    PostgresUploadLedger,
+    open_pool,
+)
 from s2_downloader.adapters.secret_values import secret_problem
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy
-from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.errors import FileStoreError, StoreUnavailable
 from s2_downloader.domain.ports import Store
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
 
@@ -260,11 +265,16 @@ def _chosen_store(
             bucket=settings.upload_bucket,
             ledger=PostgresUploadLedger(db_pool),
             object_key=lambda key: settings.s3_key(key.granule_id, key.filename),
+            key_leases=PostgresKeyLeases(db_pool),
         )
         if check:
-            # Until the store's health check (the next issue) does this for every store.
+            # The health check: a bucket that is missing or refuses us is a setting to fix
+            # (exit 2 naming UPLOAD_BUCKET); S3 unreachable or throttling is an outage,
+            # raised as it is (StoreUnavailable) for the entry point to report.
             try:
-                store.check_bucket()
+                store.check_health()
+            except StoreUnavailable:
+                raise
             except FileStoreError as exc:
                 raise ConfigError("UPLOAD_BUCKET", str(exc)) from None
         return store

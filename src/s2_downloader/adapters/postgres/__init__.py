@@ -11,9 +11,11 @@ The schema is the one docs/interface.md (the database) describes. One module per
 - ``rows``: rows as ``Granule`` values, and the time conventions of the columns;
 - ``store``: ``PostgresGranuleStore``, the ``GranuleStore`` port;
 - ``ledger``: ``PostgresUploadLedger``, the S3 store's ``UploadLedger`` on the granule row;
+- ``key_leases``: ``PostgresKeyLeases``, the S3 store's ``KeyLeases`` on ``s3_key_lease``;
 - ``status``: what ``s2-downloader status`` reports.
 """
 
+from s2_downloader.adapters.postgres.key_leases import PostgresKeyLeases
 from s2_downloader.adapters.postgres.ledger import PostgresUploadLedger
 from s2_downloader.adapters.postgres.pool import describe_error, open_pool
 from s2_downloader.adapters.postgres.schema import migrate
@@ -24,6 +26,7 @@ __all__ = [
     "LAST_FILE_DOWNLOADED_TIME",
     "InProgressLease",
     "PostgresGranuleStore",
+    "PostgresKeyLeases",
     "PostgresUploadLedger",
     "StoreStatus",
     "describe_error",

@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from s2_downloader.adapters.postgres.key_leases import KEY_LEASE_TABLE
 from s2_downloader.adapters.postgres.pool import conninfo_of, describe_error
 from s2_downloader.domain.errors import StoreError
 from s2_downloader.domain.granule import State
@@ -174,11 +175,7 @@ def _migrate_steps(conn: psycopg.Connection[Any]) -> list[str]:
             conn.execute(_hls_schema())
             done.append("tables")
             existing = _columns(conn)
-        if not _table_exists(conn, "status"):
-            conn.execute(
-                "CREATE TABLE status (key_name varchar(256) PRIMARY KEY, value varchar(256) NOT NULL)"
-            )
-            done.append("status table")
+        done += _create_side_tables(conn)
     # One short ACCESS EXCLUSIVE lock for every missing column and the constraint: with
     # constant defaults (PostgreSQL 11) adding a column rewrites nothing.
     missing_columns = [(name, kind) for name, kind in _ADDED_COLUMNS if name not in existing]
@@ -210,6 +207,24 @@ def _migrate_steps(conn: psycopg.Connection[Any]) -> list[str]:
     for name, definition in _INDEXES.items():
         if _build_index(conn, name, definition):
             done.append(name)
+    return done
+
+
+def _create_side_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """``status`` and the S3 store's key leases (``key_leases.py``) where missing; what was created.
+
+    New tables of their own: creating them locks nothing another writer uses.
+    """
+    done: list[str] = []
+    if not _table_exists(conn, "status"):
+        conn.execute("CREATE TABLE status (key_name varchar(256) PRIMARY KEY, value varchar(256) NOT NULL)")
+        done.append("status table")
+    if not _table_exists(conn, KEY_LEASE_TABLE):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS s3_key_lease (key text PRIMARY KEY,"
+            " granule_id varchar(256) NOT NULL, lease_expires_at timestamptz NOT NULL)"
+        )
+        done.append(f"{KEY_LEASE_TABLE} table")
     return done
 
 

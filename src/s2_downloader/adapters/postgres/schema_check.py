@@ -3,7 +3,7 @@
 New code deployed before ``migrate`` ran would meet an undefined column at its first claim,
 and that error, classed as a database outage, would cycle every message forever. So the
 runner, the operators' commands and the Lambda handlers check once, in one catalogue
-query, before they receive anything: the ``granule`` and ``status`` tables exist and
+query, before they receive anything: the ``granule``, ``status`` and ``s3_key_lease`` tables exist and
 ``granule`` has every column this version uses. What is missing is named, with the one
 command that adds it.
 """
@@ -24,6 +24,7 @@ __all__ = ["SchemaOutdated", "check_schema", "schema_gaps"]
 # One round trip: granule's live columns, and whether each table exists at all.
 _CATALOGUE: Final = (
     "SELECT to_regclass('granule') IS NOT NULL, to_regclass('status') IS NOT NULL,"
+    " to_regclass('s3_key_lease') IS NOT NULL,"
     " ARRAY(SELECT attname::text FROM pg_attribute"
     "       WHERE attrelid = to_regclass('granule') AND attnum > 0 AND NOT attisdropped)"
 )
@@ -48,7 +49,8 @@ def schema_gaps(conn: psycopg.Connection[Any]) -> list[str]:
     """What the schema lacks, as ``table`` or ``table.column`` names; empty when it is complete."""
     row = conn.execute(_CATALOGUE).fetchone()
     assert row is not None  # a SELECT without FROM returns one row
-    has_granule, has_status, columns = bool(row[0]), bool(row[1]), set(row[2])
+    has_granule, has_status, has_key_lease = bool(row[0]), bool(row[1]), bool(row[2])
+    columns = set(row[3])
     missing: list[str] = []
     if not has_granule:
         missing.append("granule")
@@ -56,6 +58,8 @@ def schema_gaps(conn: psycopg.Connection[Any]) -> list[str]:
         missing += [f"granule.{name}" for name in required_columns() if name not in columns]
     if not has_status:
         missing.append("status")
+    if not has_key_lease:
+        missing.append("s3_key_lease")
     return missing
 
 

@@ -3,13 +3,16 @@
 Where things live and how paths are checked: ``paths.py``. Partial files, their lock and
 their validator sidecar: ``partial.py``. Final files and the rename into place:
 ``final.py``. Stale partials, the store's chore: ``sweep.py``. Every ``OSError`` from an
-attempt's calls leaves as ``FileStoreError`` naming the path.
+attempt's calls leaves as ``FileStoreError`` naming the path; ``check_health`` (a probe
+file in the mount's root) tells the use case whether it was the mount's or the granule's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,9 +23,15 @@ import attrs
 
 from s2_downloader.adapters.store.efs import final
 from s2_downloader.adapters.store.efs.partial import EfsPartial, open_locked, unlink, unlink_partial
-from s2_downloader.adapters.store.efs.paths import granule_directory, partial_name, sidecar_names
+from s2_downloader.adapters.store.efs.paths import (
+    OPEN_REPLACE,
+    file_error,
+    granule_directory,
+    partial_name,
+    sidecar_names,
+)
 from s2_downloader.adapters.store.efs.sweep import STALE_PARTIAL_SECONDS, PartialSweep, sweep_mount
-from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.errors import FileStoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from s2_downloader.domain.ports import FileKey, Leftovers
@@ -121,6 +130,29 @@ class EfsFileStore:
         directory = granule_directory(self.mount, key)
         unlink_partial(directory, key.filename)
         final.remove_if_empty(directory)
+
+    # -- StoreHealth ------------------------------------------------------------------
+
+    def check_health(self) -> None:
+        """Raise ``StoreUnavailable`` unless the mount is a directory a file can be created in.
+
+        A probe file, named like no product, partial or granule directory (a dot name in the
+        mount's root, where the sweep looks only for directories), is created and removed:
+        permission bits alone would not say it, since a worker may run as root, and a
+        read-only or stale mount refuses only the write.
+        """
+        probe = self.mount / f".health-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+        try:
+            if not stat.S_ISDIR(os.stat(self.mount).st_mode):
+                msg = f"EFS mount {self.mount} is not a directory"
+                raise StoreUnavailable(msg)
+            fd = os.open(probe, OPEN_REPLACE | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"EFS mount {self.mount} unusable: {file_error('write', probe, exc)}"
+            ) from exc
 
     # -- StoreChores -----------------------------------------------------------------
 

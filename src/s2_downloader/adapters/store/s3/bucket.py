@@ -22,7 +22,10 @@ from s2_downloader.adapters.store.s3.records import Part
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-__all__ = ["Bucket", "OpenUpload"]
+__all__ = ["GRANULE_ID", "Bucket", "OpenUpload"]
+
+#: The metadata that names the granule an object or a multipart upload is of (``md5`` is its MD5).
+GRANULE_ID = "granule-id"
 
 
 @attrs.frozen(kw_only=True)
@@ -75,19 +78,31 @@ class Bucket:
             return etag
         return None
 
-    def create_upload(self, key: str, checksum: str) -> str:
-        """Start a multipart upload of ``key`` with the expected MD5 as its ``md5`` metadata."""
+    def object_owner(self, key: str) -> str | None:
+        """The ``granule-id`` metadata of the object at ``key``; ``None`` without object or metadata."""
+        try:
+            head = self.client.head_object(Bucket=self.name, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise store_error("HeadObject", self.where(key), exc) from exc
+        except BotoCoreError as exc:
+            raise store_error("HeadObject", self.where(key), exc) from exc
+        return head.get("Metadata", {}).get(GRANULE_ID) or None
+
+    def create_upload(self, key: str, checksum: str, *, granule_id: str) -> str:
+        """Start a multipart upload of ``key``, its metadata the expected MD5 (``md5``) and ``granule-id``."""
         response = self.call(
             "CreateMultipartUpload",
             key,
             lambda: self.client.create_multipart_upload(
-                Bucket=self.name, Key=key, Metadata={"md5": checksum}
+                Bucket=self.name, Key=key, Metadata={"md5": checksum, GRANULE_ID: granule_id}
             ),
         )
         return str(response["UploadId"])
 
-    def put_object(self, key: str, body: bytes, *, checksum: str) -> None:
-        """Put ``body`` at ``key`` whole, with its ``Content-MD5``, the expected MD5 as ``md5`` metadata."""
+    def put_object(self, key: str, body: bytes, *, checksum: str, granule_id: str) -> None:
+        """Put ``body`` at ``key`` whole, with its ``Content-MD5``, its metadata as ``create_upload``'s."""
         self.call(
             "PutObject",
             key,
@@ -96,7 +111,7 @@ class Bucket:
                 Key=key,
                 Body=body,
                 ContentMD5=content_md5(md5(body).digest()),
-                Metadata={"md5": checksum},
+                Metadata={"md5": checksum, GRANULE_ID: granule_id},
             ),
         )
 
@@ -140,12 +155,6 @@ class Bucket:
             raise store_error("AbortMultipartUpload", self.where(key), exc) from exc
         except BotoCoreError as exc:
             raise store_error("AbortMultipartUpload", self.where(key), exc) from exc
-
-    def abort_uploads_of(self, key: str) -> None:
-        """Abort every multipart upload of exactly ``key``."""
-        for upload in self.uploads(prefix=key):
-            if upload.key == key:
-                self.abort_upload(upload.key, upload.upload_id)
 
     def list_parts(self, key: str, upload_id: str) -> dict[int, Part] | None:
         """The parts S3 holds for the upload, or ``None`` when the upload is gone."""

@@ -7,7 +7,8 @@ product's size. Parts are sent from the downloading thread, one after the other.
 each part the upload's record is saved through the ``UploadLedger`` (``records.py``).
 
 ``commit`` completes the upload only when that MD5 equals the hub's checksum (set as the
-object's ``md5`` metadata at ``CreateMultipartUpload``); ``abort`` aborts it. A product
+object's ``md5`` metadata at ``CreateMultipartUpload``, with the granule's id as
+``granule-id``); ``abort`` aborts it. A product
 smaller than one part never starts a multipart upload: it is one ``PutObject`` with the
 ``Content-MD5`` of the whole body, sent only at ``commit``.
 
@@ -146,7 +147,9 @@ class S3Partial:
             raise FileStoreError(msg)
 
     def _put_whole(self) -> None:
-        self.bucket.put_object(self.object_key, bytes(self._buffer), checksum=self.checksum)
+        self.bucket.put_object(
+            self.object_key, bytes(self._buffer), checksum=self.checksum, granule_id=self.granule_id
+        )
         if self.upload_id is not None:
             self._abort_upload()
 
@@ -173,7 +176,7 @@ class S3Partial:
         part_md5 = md5(body).digest()
         bucket = self.bucket
         if self.upload_id is None:
-            self.upload_id = bucket.create_upload(self.object_key, self.checksum)
+            self.upload_id = bucket.create_upload(self.object_key, self.checksum, granule_id=self.granule_id)
             self._save()
         held = self.candidates.pop(number, None)
         if held is not None and held.size == size and plain_etag(held.etag) == part_md5.hex():

@@ -37,9 +37,9 @@ def resume(
     )
     saved = ledger.load(granule_id)
     if saved is None:
-        # An upload begun by an attempt that died before recording it: nobody can
-        # resume it, and the lease makes this attempt the only writer of the key.
-        bucket.abort_uploads_of(object_key)
+        # An upload of the key that no record names is not aborted: it may be another
+        # granule's (two granules can share a key), and S3 cannot say whose an open upload
+        # is. One this granule began but never recorded is left to the bucket's lifecycle rule.
         return fresh
     record = UploadRecord.parse(saved)
     if record is None or record.key != object_key or record.md5 != checksum:

@@ -12,8 +12,14 @@ chores, only the report is S3's: ``status`` lists the bucket's old multipart upl
 S3 charges for; a sweep has nothing to do.
 
 Every botocore error leaves as ``FileStoreError``: throttling (``SlowDown``, 503) and
-unreachable endpoints as ``StoreUnavailable``, which the entry points hand back without
-counting, like any file store error (``errors.py``).
+unreachable endpoints as ``StoreUnavailable``, an outage (``errors.py``); the use case
+sorts the rest with ``check_health`` (``HeadBucket``): the bucket failing too is an outage,
+else the error was the granule's (a key the bucket refuses, a part S3 rejects) and counts.
+
+Who owns a key (docs/interface.md section 4): every upload carries ``granule-id`` and
+``md5`` metadata; with ``key_leases`` one granule at a time uploads to a key (another
+granule's live lease is ``PartialInUse``), and an object whose ``granule-id`` names another
+verified granule is ``KeyConflict``. Only uploads the granule's record names are aborted.
 
 Two workers never write one granule at once while leases hold; the use case checks its
 lease before ``promote``. A worker that lost its lease may still send parts of the same
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
@@ -34,13 +41,15 @@ from s2_downloader.adapters.store.s3.bucket import Bucket
 from s2_downloader.adapters.store.s3.partial import S3Partial
 from s2_downloader.adapters.store.s3.records import UploadRecord
 from s2_downloader.adapters.store.s3.resume import resume
-from s2_downloader.domain.errors import FileStoreError, PartialInUse
+from s2_downloader.domain.errors import FileStoreError, KeyConflict, PartialInUse, S2DownloaderError
 from s2_downloader.domain.ports import Leftover, Leftovers
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-    from s2_downloader.domain.ports import FileKey, UploadLedger
+    from s2_downloader.domain.ports import FileKey, KeyLeases, UploadLedger
+
+_log = logging.getLogger("s2_downloader.store")
 
 __all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3Store"]
 
@@ -48,6 +57,10 @@ __all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3Store"]
 DEFAULT_PART_SIZE: Final = 16 * 1024 * 1024
 #: S3's smallest part but the last.
 MIN_PART_SIZE: Final = 5 * 1024 * 1024
+#: How long a granule's lease on its key lasts: taken when its upload is opened, renewed
+#: before it is completed, given back when it closes. Longer than any transfer; a worker
+#: that died holding one keeps only another granule of the same key waiting.
+KEY_LEASE_SECONDS: Final = 3600.0
 
 
 @attrs.define
@@ -56,7 +69,9 @@ class S3Store:
 
     ``client`` is a boto3 S3 client (its retries and timeouts are the caller's choice);
     ``object_key`` renders a product's key (``S3_KEY_TEMPLATE`` filled in). ``min_part_size``
-    is S3's floor; lower it only for a test server that allows smaller parts.
+    is S3's floor; lower it only for a test server that allows smaller parts. ``key_leases``
+    decides which granule may upload to a key (docs/interface.md section 4, "Who owns a
+    key"); without it (a test's single granule per key) every granule may.
     """
 
     client: S3Client = attrs.field(repr=False)
@@ -65,6 +80,8 @@ class S3Store:
     object_key: Callable[[FileKey], str]
     part_size: int = DEFAULT_PART_SIZE
     min_part_size: int = MIN_PART_SIZE
+    key_leases: KeyLeases | None = attrs.field(default=None, repr=False)
+    key_lease_seconds: float = KEY_LEASE_SECONDS
     _open: dict[str, S3Partial] = attrs.field(factory=dict, init=False, repr=False)
     _opening: set[str] = attrs.field(factory=set, init=False, repr=False)
     _open_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
@@ -87,12 +104,8 @@ class S3Store:
         del key
 
     def remove(self, key: FileKey) -> None:
-        """A failed granule: abort its multipart uploads and forget the record; the object stays."""
+        """A failed granule: abort the upload it recorded and forget the record; the object stays."""
         self.discard_partial(key)
-        with self._open_lock:
-            opened = key.granule_id in self._open
-        if opened:
-            self._bucket.abort_uploads_of(self.object_key(key))
 
     # -- PartialFiles --------------------------------------------------------------------
 
@@ -105,15 +118,22 @@ class S3Store:
                 raise PartialInUse(msg)
             # Reserved before resuming: resuming may abort uploads of the key.
             self._opening.add(key.granule_id)
+        object_key = self.object_key(key)
         try:
-            partial = resume(
-                self._bucket,
-                self.ledger,
-                granule_id=key.granule_id,
-                object_key=self.object_key(key),
-                checksum=checksum.lower(),
-                part_size=self.part_size,
-            )
+            self._take_key(object_key, key.granule_id)
+            try:
+                self._check_owner(object_key, key.granule_id)
+                partial = resume(
+                    self._bucket,
+                    self.ledger,
+                    granule_id=key.granule_id,
+                    object_key=object_key,
+                    checksum=checksum.lower(),
+                    part_size=self.part_size,
+                )
+            except BaseException:
+                self._give_back_key(object_key, key.granule_id)
+                raise
         finally:
             with self._open_lock:
                 self._opening.discard(key.granule_id)
@@ -128,6 +148,7 @@ class S3Store:
             # The buffered tail is dropped, as a crash would: the next attempt asks the hub
             # for it again, from the end of the last part sent.
             partial.closed = True
+            self._give_back_key(object_key, key.granule_id)
 
     def promote(self, key: FileKey) -> None:
         """Complete the open upload (or put the small product) once its MD5 is the checksum."""
@@ -138,6 +159,9 @@ class S3Store:
                 f"cannot promote {key.granule_id}: its upload is not open here (promote it while it is open)"
             )
             raise FileStoreError(msg)
+        # Renewed first: a lease that ran out during a long transfer may have gone to
+        # another granule of the key, which is then the one to write it.
+        self._take_key(partial.object_key, key.granule_id)
         partial.commit()
 
     def discard_partial(self, key: FileKey) -> None:
@@ -151,8 +175,50 @@ class S3Store:
         if record is not None:
             self._bucket.abort_upload(record.key, record.upload_id)
         self.ledger.clear(key.granule_id)
-        # Also one begun by an attempt that died before recording it.
-        self._bucket.abort_uploads_of(self.object_key(key))
+        # Never an upload of the key that the record does not name: it may be another
+        # granule's. One begun by an attempt that died before recording it is left to the
+        # bucket's lifecycle rule.
+
+    # -- who owns a key ------------------------------------------------------------------
+
+    def _take_key(self, object_key: str, granule_id: str) -> None:
+        """Take (or renew) the key's lease; ``PartialInUse`` while another granule holds it."""
+        if self.key_leases is None:
+            return
+        holder = self.key_leases.take(object_key, granule_id, self.key_lease_seconds)
+        if holder is not None:
+            msg = f"{self._bucket.where(object_key)} is being uploaded by granule {holder}"
+            raise PartialInUse(msg)
+
+    def _give_back_key(self, object_key: str, granule_id: str) -> None:
+        if self.key_leases is None:
+            return
+        try:
+            self.key_leases.give_back(object_key, granule_id)
+        except S2DownloaderError as exc:
+            # The lease runs out by itself; the attempt's own outcome is what matters.
+            _log.warning(
+                "could not give back the key's lease",
+                extra={
+                    "granule_id": granule_id,
+                    "event": "key_lease_kept",
+                    "key": object_key,
+                    "error": str(exc),
+                },
+            )
+
+    def _check_owner(self, object_key: str, granule_id: str) -> None:
+        """``KeyConflict`` when the object at the key is another granule's, and that granule is verified.
+
+        Asked only after the use case found the object's MD5 is not this granule's; an object
+        without ``granule-id``, this granule's own, or one whose owner is not verified is
+        replaced by this granule's verified upload.
+        """
+        if self.key_leases is None:
+            return
+        owner = self._bucket.object_owner(object_key)
+        if owner is not None and owner != granule_id and self.key_leases.verified(owner):
+            raise KeyConflict(object_key, owner)
 
     # -- StoreChores ---------------------------------------------------------------------
 
@@ -180,6 +246,12 @@ class S3Store:
             ),
         )
 
-    def check_bucket(self) -> None:
-        """Raise ``FileStoreError`` unless the bucket exists and can be reached with these credentials."""
+    # -- StoreHealth ------------------------------------------------------------------
+
+    def check_health(self) -> None:
+        """Raise ``FileStoreError`` unless ``HeadBucket`` answers: the bucket is there and lets us in.
+
+        ``StoreUnavailable`` when S3 cannot be reached or is throttling, plain ``FileStoreError``
+        when it answers but refuses (no such bucket, access denied).
+        """
         self._bucket.check()
