@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable
 
 import attrs
 
 from s2_downloader.domain import lifecycle
+from s2_downloader.domain.attempt_context import AttemptContext
+from s2_downloader.domain.attempt_endings import AttemptEndings
+from s2_downloader.domain.attempt_steps import Broken, Filled, Matched, Mismatched, Stopped, Streamed
 from s2_downloader.domain.errors import (
     DeadlineExceeded,
     FailureKind,
@@ -22,23 +24,14 @@ from s2_downloader.domain.errors import (
     InvalidTransition,
     KeyConflict,
     PartialInUse,
-    StoreUnavailable,
 )
 from s2_downloader.domain.granule import Granule, State
-from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, RetryLater, Transfer
+from s2_downloader.domain.outcome import Defer, Done, Failed, Outcome, Transfer
 from s2_downloader.domain.ports import (
-    Cancellation,
-    Clock,
-    FileKey,
-    Files,
-    GranuleStore,
-    Hub,
     Partial,
-    Progress,
-    UploadQueue,
 )
 from s2_downloader.domain.request import DownloadRequest
-from s2_downloader.domain.retry import MAX_DELAY_SECONDS, RetryPolicy
+from s2_downloader.domain.retry import MAX_DELAY_SECONDS
 
 __all__ = ["AttemptContext", "handle"]
 
@@ -48,118 +41,14 @@ _log = logging.getLogger("s2_downloader.download")
 _HEARTBEAT_SHARE = 1 / 3
 
 
-class _Never:
-    def is_set(self) -> bool:
-        return False
-
-    def deadline(self) -> float | None:
-        return None
-
-
-class _Silent:
-    def transferred(self, granule_id: str, done: int, total: int | None) -> None:
-        del granule_id, done, total
-
-
-@attrs.frozen(kw_only=True)
-class AttemptContext:
-    """What an attempt runs with: the ports ``handle`` talks through, and the settings that shape it.
-
-    The ports (the granule store, the hub, the files, the upload queue, the clock), the retry
-    policy, how owners are named and how long a lease lasts, and the attempt's cancellation
-    and progress display.
-    """
-
-    granules: GranuleStore
-    hub: Hub
-    files: Files
-    uploads: UploadQueue
-    clock: Clock
-    policy: RetryPolicy
-    new_owner: Callable[[], str]
-    lease_seconds: float = 900.0
-    cancellation: Cancellation = attrs.field(factory=_Never)
-    progress: Progress = attrs.field(factory=_Silent)
-
-
 def handle(request: DownloadRequest, context: AttemptContext) -> Outcome:
     """Take one download request as far as it can go now, and say what to do with its message."""
     return _Attempt(request=request, context=context, owner=context.new_owner()).run()
 
 
-# -- what the steps of a transfer return ------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class _Streamed:
-    """How streaming the body into the partial ended."""
-
-    #: Where this attempt's bytes start in the partial (0 when the hub restarted the product).
-    resumed_from: int
-    #: The outcome of stopping between chunks (cancelled, or the lease lost); ``None`` when
-    #: the body ran to its end.
-    stopped: Defer | None = None
-
-
-@attrs.frozen(kw_only=True)
-class _Matched:
-    """The body ran to its end and the partial holds the product's checksum."""
-
-    resumed_from: int
-    held: int
-    #: Our monotonic clock when the stream started, for the transfer rate.
-    started: float
-
-    def transfer(self, now: float) -> Transfer:
-        """What this attempt moved, as of our monotonic clock reading ``now``."""
-        return Transfer(transferred=self.held - self.resumed_from, seconds=now - self.started)
-
-
-@attrs.frozen(kw_only=True)
-class _Mismatched:
-    """The body ran to its end but the partial's digest is not the product's checksum."""
-
-    digest: str
-
-
-@attrs.frozen(kw_only=True)
-class _Stopped:
-    """The attempt stopped before the end: cancelled, or the lease lost."""
-
-    outcome: Defer
-
-
-@attrs.frozen(kw_only=True)
-class _Broken:
-    """The hub failed, or time ran out, mid-transfer; the ``held`` bytes stay for a resume."""
-
-    held: int
-    error: HubError | DeadlineExceeded
-
-
-#: What filling the partial came to, decided once, as the partial is still open.
-_Filled = _Matched | _Mismatched | _Stopped | _Broken
-
-
 @attrs.define
-class _Attempt:
-    request: DownloadRequest
-    context: AttemptContext
-    owner: str
-    granule: Granule = attrs.field(init=False)
-    _last_beat: float = attrs.field(init=False, default=0.0)
-    #: The granule store's clock at the claim (the lease's start), and our monotonic clock
-    #: then: the deferral budget is measured on the store's clock, like first_attempt_at,
-    #: so a worker whose wall clock is skewed neither fails granules early nor late.
-    _claimed_at: dt.datetime | None = attrs.field(init=False, default=None)
-    _claimed_tick: float = attrs.field(init=False, default=0.0)
-
-    @property
-    def key(self) -> FileKey:
-        return FileKey(granule_id=self.request.id, filename=self.request.filename)
-
-    def _extra(self, event: str, **fields: object) -> dict[str, object]:
-        return {"granule_id": self.request.id, "event": event, **fields}
+class _Attempt(AttemptEndings):
+    """One attempt at one granule: claim, checksum, transfer, verify; its endings are the base's."""
 
     def run(self) -> Outcome:
         context = self.context
@@ -263,55 +152,55 @@ class _Attempt:
             )
             self.context.files.discard_final(self.key)
 
-    def _fill(self, partial: Partial, checksum: str) -> _Filled:
+    def _fill(self, partial: Partial, checksum: str) -> Filled:
         """Stream the product into ``partial`` until it ends, breaks, or the attempt must stop."""
         started = self.context.clock.monotonic()
         self._last_beat = started
         try:
             streamed = self._stream_into(partial)
         except (HubError, DeadlineExceeded) as exc:
-            return _Broken(held=partial.size, error=exc)
+            return Broken(held=partial.size, error=exc)
         if streamed.stopped is not None:
-            return _Stopped(outcome=streamed.stopped)
+            return Stopped(outcome=streamed.stopped)
         digest = partial.hexdigest()
         if digest != checksum:
-            return _Mismatched(digest=digest)
-        return _Matched(resumed_from=streamed.resumed_from, held=partial.size, started=started)
+            return Mismatched(digest=digest)
+        return Matched(resumed_from=streamed.resumed_from, held=partial.size, started=started)
 
-    def _keep_or_drop(self, filled: _Filled) -> _Filled:
+    def _keep_or_drop(self, filled: Filled) -> Filled:
         """Under the partial's lock: promote a complete match, drop a mismatch."""
         context = self.context
         match filled:
-            case _Mismatched():
+            case Mismatched():
                 context.files.discard_partial(self.key)
-            case _Matched():
+            case Matched():
                 if not context.granules.heartbeat(
                     self.request.id, self.owner, context.clock.now(), context.lease_seconds
                 ):
-                    return _Stopped(outcome=self._lease_lost())
+                    return Stopped(outcome=self._lease_lost())
                 context.files.promote(self.key)
-            case _Stopped() | _Broken():
+            case Stopped() | Broken():
                 pass
         return filled
 
-    def _settle(self, filled: _Filled, checksum: str) -> Outcome:
+    def _settle(self, filled: Filled, checksum: str) -> Outcome:
         """After the partial is closed: what the transfer comes to."""
         match filled:
-            case _Stopped(outcome=outcome):
+            case Stopped(outcome=outcome):
                 return outcome
-            case _Broken(held=held, error=error):
+            case Broken(held=held, error=error):
                 if held == 0:  # nothing to resume: leave no empty file behind
                     self.context.files.discard_partial(self.key)
                 if isinstance(error, DeadlineExceeded):
                     return self._out_of_time(error)
                 return self._hub_failure(error)
-            case _Mismatched(digest=digest):
+            case Mismatched(digest=digest):
                 return self._counted(FailureKind.CHECKSUM_MISMATCH, f"expected {checksum}, got {digest}")
-            case _Matched(resumed_from=resumed_from):
+            case Matched(resumed_from=resumed_from):
                 transfer = filled.transfer(self.context.clock.monotonic())
                 return self._verified(checksum, resumed_from=resumed_from, transfer=transfer)
 
-    def _stream_into(self, partial: Partial) -> _Streamed:
+    def _stream_into(self, partial: Partial) -> Streamed:
         """Stream the body into ``partial`` to its end, or until the attempt must stop between chunks."""
         context = self.context
         resumed_from = partial.size
@@ -339,11 +228,11 @@ class _Attempt:
                 context.progress.transferred(self.request.id, partial.size, total)
                 stop = self._between_chunks()
                 if stop is not None:
-                    return _Streamed(resumed_from=resumed_from, stopped=stop)
+                    return Streamed(resumed_from=resumed_from, stopped=stop)
         if total is not None and partial.size != total:
             detail = f"body ended at byte {partial.size} of {total}"
             raise HubError(FailureKind.TRANSFER_INTERRUPTED, detail)
-        return _Streamed(resumed_from=resumed_from)
+        return Streamed(resumed_from=resumed_from)
 
     def _between_chunks(self) -> Defer | None:
         """``None`` to go on; else the outcome of stopping now (cancelled, or the lease lost)."""
@@ -417,136 +306,3 @@ class _Attempt:
         else:
             delay = policy.backoff(retries)
         return self._postpone(exc.kind, exc.detail, delay)
-
-    def _note_claim(self, claimed: Granule) -> None:
-        lease = claimed.lease
-        if lease is not None:
-            self._claimed_at = lease.expires_at - dt.timedelta(seconds=self.context.lease_seconds)
-            self._claimed_tick = self.context.clock.monotonic()
-
-    def _store_now(self) -> dt.datetime:
-        """Now on the granule store's clock: the claim's time plus what has elapsed since."""
-        clock = self.context.clock
-        if self._claimed_at is None:
-            return clock.now()
-        return self._claimed_at + dt.timedelta(seconds=clock.monotonic() - self._claimed_tick)
-
-    def _postpone(self, kind: FailureKind, detail: str, delay: int) -> Outcome:
-        context = self.context
-        if context.policy.spends_deferral_budget(kind) and context.policy.deferred_too_long(
-            self.granule.first_attempt_at, self._store_now()
-        ):
-            return self._abandon(kind, detail)
-        deferral = Defer(kind=kind, delay_seconds=delay, detail=detail)
-        self.granule = context.granules.record(
-            self.request.id, lifecycle.Postpone(owner=self.owner, error=deferral.reason)
-        )
-        _log.warning("postponed", extra=self._extra("download_postponed", error=deferral.reason, delay=delay))
-        return deferral
-
-    def _abandon(self, kind: FailureKind, detail: str) -> Outcome:
-        context = self.context
-        first = self.granule.first_attempt_at
-        budget = context.policy.max_defer_seconds
-        # The last reason is what last_error keeps (docs/interface.md section 6): the
-        # budget that ran out is in the log line.
-        failed = Failed(kind=kind, detail=detail)
-        self.granule = context.granules.record(
-            self.request.id, lifecycle.Abandon(owner=self.owner, error=failed.reason)
-        )
-        self._remove_files()  # after the lease-checked update, as in _give_up
-        _log.error(
-            "deferred past the budget; download failed",
-            extra=self._extra(
-                "download_failed",
-                error=failed.reason,
-                first_attempt_at=None if first is None else first.isoformat(),
-                max_defer_seconds=budget,
-            ),
-        )
-        return failed
-
-    def _counted(self, kind: FailureKind, detail: str) -> Outcome:
-        context = self.context
-        retries = self.granule.download_retries + 1
-        if context.policy.exhausted(retries):
-            failed = Failed(kind=kind, detail=detail)
-            self.granule = context.granules.record(
-                self.request.id, lifecycle.Exhaust(owner=self.owner, error=failed.reason)
-            )
-            self._remove_files()  # after the lease-checked update, as in _give_up
-            _log.error(
-                "retry budget spent; download failed",
-                extra=self._extra("download_failed", error=failed.reason, retries=retries),
-            )
-            return failed
-        retry = RetryLater(kind=kind, delay_seconds=context.policy.backoff(retries), detail=detail)
-        self.granule = context.granules.record(
-            self.request.id, lifecycle.CountFailure(owner=self.owner, error=retry.reason)
-        )
-        _log.warning(
-            "attempt failed; will retry",
-            extra=self._extra(
-                "download_retry",
-                error=retry.reason,
-                kind=kind.value,
-                retries=retries,
-                delay=retry.delay_seconds,
-            ),
-        )
-        return retry
-
-    def _store_failure(self, exc: FileStoreError) -> Outcome:
-        """A store error: an outage when the store as a whole fails its health check, else this granule's.
-
-        ``StoreUnavailable`` (unreachable, throttled) and ``PartialInUse`` are never the
-        granule's: they leave as they are, for the entry point's outage handling (``run``
-        releases the granule). Otherwise the store is checked: failing, its error leaves
-        instead (nothing counted or spent); passing, the error was this granule's own (a
-        directory in the way, a key the bucket refuses, a part S3 rejects), so it counts.
-        """
-        if isinstance(exc, StoreUnavailable | PartialInUse):
-            raise exc
-        try:
-            self.context.files.check_health()
-        except FileStoreError as health:
-            _log.warning(
-                "store error, and the store fails its health check: an outage",
-                extra=self._extra("store_unhealthy", error=str(exc), health=str(health)),
-            )
-            raise health from exc
-        return self._counted(FailureKind.STORE, str(exc))
-
-    def _key_conflict(self, exc: KeyConflict) -> Outcome:
-        """The key holds another granule's verified product: fail at once, uncounted, the object untouched."""
-        failed = Failed(kind=FailureKind.KEY_CONFLICT, detail=str(exc))
-        self.granule = self.context.granules.record(
-            self.request.id, lifecycle.Abandon(owner=self.owner, error=failed.reason)
-        )
-        self._remove_files()  # this granule's own upload, if any: never the object at the key
-        _log.error(
-            "the key holds another granule's product; download failed",
-            extra=self._extra("download_failed", error=failed.reason, key=exc.key, holder=exc.holder),
-        )
-        return failed
-
-    def _remove_files(self) -> None:
-        """Clean up after a granule that failed for good; a store error here is logged, not raised.
-
-        The failure is already recorded: the store's leftovers are cleared later (EFS: the
-        sweep; S3: the bucket's lifecycle rule), whereas raising would hand back a message
-        whose granule has failed.
-        """
-        try:
-            self.context.files.remove(self.key)
-        except FileStoreError as exc:
-            _log.warning(
-                "could not clean up after a failed granule",
-                extra=self._extra("cleanup_failed", error=str(exc)),
-            )
-
-    def _release_quietly(self) -> None:
-        try:
-            self.context.granules.release(self.request.id, self.owner)
-        except Exception:  # noqa: BLE001 - the original error is the one worth raising
-            _log.warning("could not release the granule after an error", extra=self._extra("release_failed"))
