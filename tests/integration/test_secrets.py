@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from s2_downloader.entrypoints.config import ConfigError, Settings
-from s2_downloader.entrypoints.wiring import database_url, hub_credentials
+from s2_downloader.entrypoints.credentials import database_url, hub_credentials
 from s2_downloader.testing.stack import Services
 
 

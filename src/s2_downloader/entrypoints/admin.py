@@ -16,10 +16,11 @@ from s2_downloader.adapters.sqs import SqsQueue
 from s2_downloader.domain.errors import FileStoreError
 from s2_downloader.domain.ports import LeftoverReport, Leftovers
 from s2_downloader.entrypoints.config import ConfigError, Settings
+from s2_downloader.entrypoints.credentials import database_url
 from s2_downloader.entrypoints.failures import failures_json, failures_text
 from s2_downloader.entrypoints.logs import configure_logging
 from s2_downloader.entrypoints.requeue import requeue
-from s2_downloader.entrypoints.wiring import database_url, open_database, store_for_status
+from s2_downloader.entrypoints.wiring import open_database, store_for_status
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import random
 import socket
@@ -15,10 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import boto3
-import psycopg.conninfo
 import urllib3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 from psycopg_pool import ConnectionPool
 
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub, TokenSource
@@ -30,7 +27,6 @@ from s2_downloader.adapters.postgres import (
     PostgresUploadLedger,
     open_pool,
 )
-from s2_downloader.adapters.secret_values import secret_problem
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
@@ -38,7 +34,8 @@ from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy
 from s2_downloader.domain.errors import FileStoreError, StoreUnavailable
 from s2_downloader.domain.ports import Store
-from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
+from s2_downloader.entrypoints.config import ConfigError, Settings
+from s2_downloader.entrypoints.credentials import database_url, hub_credentials
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -54,9 +51,7 @@ __all__ = [
     "build_store",
     "cdse_token_source",
     "check_not_fifo",
-    "database_url",
     "emf_metrics",
-    "hub_credentials",
     "open_database",
     "store_for_status",
 ]
@@ -109,62 +104,6 @@ class SystemClock:
 def _new_owner() -> str:
     # Unique per attempt so duplicates inside one process exclude each other too.
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-
-
-def _secret(arn: str, variable: str) -> dict[str, Any]:
-    try:
-        value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-        document = json.loads(value)
-    except (BotoCoreError, ClientError, KeyError, ValueError) as exc:
-        raise ConfigError(variable, f"could not read secret {arn}: {type(exc).__name__}") from None
-    if not isinstance(document, dict):
-        raise ConfigError(variable, f"secret {arn} is not a JSON object")
-    return document
-
-
-def _refuse_control_characters(doc: dict[str, Any], variable: str, where: str) -> None:
-    """ConfigError naming the secret's password key, never its value, if it holds a control character."""
-    password = doc.get("password")
-    if isinstance(password, str) and (problem := secret_problem(password)):
-        raise ConfigError(variable, f"the password of {where} {problem}")
-
-
-def database_url(settings: Settings) -> str:
-    """The libpq connection string: from the environment, or the Secrets Manager secret."""
-    settings.require_database()
-    if settings.database_url is not None:
-        return settings.database_url
-    doc = _secret(settings.db_secret_arn or "", "DB_CONNECTION_SECRET_ARN")
-    _refuse_control_characters(doc, "DB_CONNECTION_SECRET_ARN", "the database secret")
-    try:
-        return psycopg.conninfo.make_conninfo(
-            host=doc["host"],
-            port=str(doc.get("port", 5432)),
-            user=doc["username"],
-            password=doc["password"],
-            dbname=doc["dbname"],
-        )
-    except KeyError as exc:
-        raise ConfigError("DB_CONNECTION_SECRET_ARN", f"secret lacks the key {exc}") from None
-
-
-def hub_credentials(settings: Settings) -> HubCredentials:
-    """The hub user: from SCIHUB_USERNAME/PASSWORD, or the stage's Secrets Manager secret.
-
-    The secret is HLS's: ``hls-s2-downloader-serverless/<STAGE>/copernicus-credentials``
-    with CDSE, ``.../scihub-credentials`` with DHuS.
-    """
-    if settings.hub_credentials is not None:
-        return settings.hub_credentials
-    if settings.stage is None:
-        raise ConfigError("SCIHUB_USERNAME", "no hub credentials (SCIHUB_USERNAME/SCIHUB_PASSWORD or STAGE)")
-    kind = "copernicus-credentials" if settings.hub_api == "cdse" else "scihub-credentials"
-    doc = _secret(f"hls-s2-downloader-serverless/{settings.stage}/{kind}", "STAGE")
-    _refuse_control_characters(doc, "STAGE", f"the {kind} secret")
-    try:
-        return HubCredentials(username=str(doc["username"]), password=str(doc["password"]))
-    except KeyError as exc:
-        raise ConfigError("STAGE", f"{kind} secret lacks the key {exc}") from None
 
 
 def open_database(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Any]:
