@@ -145,6 +145,7 @@ EVENTS: list[tuple[str, Callable[[Metrics], None], dict[str, tuple[str, float]],
     ("deferred", lambda m: m.deferred(FailureKind.THROTTLED), {"Deferrals": ("Count", 1)}, [["Hub", "Kind"]]),
     ("failed", lambda m: m.failed(), {"GranulesFailed": ("Count", 1)}, [["Hub"]]),
     ("bad_message", lambda m: m.bad_message(), {"BadMessages": ("Count", 1)}, [["Hub"]]),
+    ("outage", lambda m: m.outage("schema"), {"Outages": ("Count", 1)}, [["Component"]]),
 ]
 
 
@@ -168,7 +169,9 @@ def test_each_event_is_one_valid_emf_record(
         metric["Name"]: metric["Unit"] for metric in directive["Metrics"]
     }
     assert {name: value for name, (_, value) in expected.items()} == {name: record[name] for name in expected}
-    assert "cdse" == record["Hub"]
+    # Every dimension the record names has its value in the record (Hub, or Component alone).
+    assert all(record[name] for name in dimensions[0])
+    assert ("cdse" if "Hub" in dimensions[0] else "schema") == record.get("Hub", record.get("Component"))
 
 
 def test_kind_is_a_dimension_value() -> None:

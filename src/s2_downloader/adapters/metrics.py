@@ -72,6 +72,10 @@ class Metrics(Protocol):
         """A download message was bad input."""
         ...
 
+    def outage(self, component: str) -> None:
+        """Our infrastructure failed: ``component`` is database, store, queue, secrets, token or schema."""
+        ...
+
 
 @attrs.frozen
 class NullMetrics:
@@ -94,6 +98,10 @@ class NullMetrics:
 
     def bad_message(self) -> None:
         """Nothing."""
+
+    def outage(self, component: str) -> None:
+        """Nothing."""
+        del component
 
 
 @attrs.define
@@ -136,10 +144,22 @@ class EmfMetrics:
         """``BadMessages`` 1."""
         self._emit({"BadMessages": ("Count", 1)})
 
+    def outage(self, component: str) -> None:
+        """``Outages`` 1 with ``Component`` ``component`` (its own dimension set, without ``Hub``)."""
+        self._emit({"Outages": ("Count", 1)}, component=component)
+
     def _emit(
-        self, values: Mapping[str, tuple[str, int | float]], *, kind: FailureKind | None = None
+        self,
+        values: Mapping[str, tuple[str, int | float]],
+        *,
+        kind: FailureKind | None = None,
+        component: str | None = None,
     ) -> None:
-        dimensions: dict[str, str] = {"Hub": _dimension_value(self.hub)}
+        dimensions: dict[str, str] = (
+            {"Component": _dimension_value(component)}
+            if component is not None
+            else {"Hub": _dimension_value(self.hub)}
+        )
         if kind is not None:
             dimensions["Kind"] = kind.value
         record: dict[str, object] = {

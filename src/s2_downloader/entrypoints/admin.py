@@ -20,7 +20,7 @@ from s2_downloader.entrypoints.credentials import database_url
 from s2_downloader.entrypoints.failures import failures_json, failures_text
 from s2_downloader.entrypoints.logs import configure_logging
 from s2_downloader.entrypoints.requeue import requeue
-from s2_downloader.entrypoints.wiring import open_database, store_for_status
+from s2_downloader.entrypoints.wiring import open_checked_database, store_for_status
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -44,7 +44,7 @@ def status_command(*, as_json: bool) -> int:
     """Granule counts per state, the last download, the oldest lease, and the store's old leftovers."""
     _quiet_database_logging()
     settings = Settings.from_env()
-    pool = open_database(settings, max_size=1)
+    pool = open_checked_database(settings, max_size=1)
     try:
         report = PostgresGranuleStore(pool=pool).status_report()
         leftovers = _old_leftovers(store_for_status(settings, pool))
@@ -87,7 +87,7 @@ def requeue_command(selection: RequeueFilter, *, dry_run: bool, as_json: bool) -
     if queue_url is None:
         raise ConfigError("TO_DOWNLOAD_SQS_QUEUE_URL", "required for requeue, but not set")
     _quiet_database_logging()
-    pool = open_database(settings, max_size=1)
+    pool = open_checked_database(settings, max_size=1)
     try:
         queue = SqsQueue(client=_sqs_client(), url=queue_url)
         report = requeue(GranuleQueries(pool), queue, selection, queue_url=queue_url, dry_run=dry_run)
@@ -106,7 +106,7 @@ def requeue_command(selection: RequeueFilter, *, dry_run: bool, as_json: bool) -
 def failures_command(*, as_json: bool, limit: int) -> int:
     """Failed and retrying granules, newest first, and counts per kind."""
     _quiet_database_logging()
-    pool = open_database(Settings.from_env(), max_size=1)
+    pool = open_checked_database(Settings.from_env(), max_size=1)
     try:
         report = GranuleQueries(pool).failures(limit)
     finally:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from s2_downloader.adapters.granule_queries import RequeueFilter
 from s2_downloader.adapters.metrics import EmfMetrics
+from s2_downloader.adapters.postgres.schema_check import SchemaOutdated
 from s2_downloader.domain.errors import S2DownloaderError
 from s2_downloader.entrypoints.admin import failures_command, migrate_command, requeue_command, status_command
 from s2_downloader.entrypoints.config import ConfigError, Settings
@@ -134,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except UsageError as exc:
         print(f"s2-downloader {args.command}: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except SchemaOutdated as exc:
+        # Configuration, not a failure: the database needs `s2-downloader migrate` first.
+        print(f"s2-downloader: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     except S2DownloaderError as exc:
         print(f"s2-downloader: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import attrs
 
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
+from s2_downloader.adapters.postgres.schema_check import SchemaOutdated
 from s2_downloader.adapters.sqs import queue_url_of_arn
 from s2_downloader.domain import AttemptContext
 from s2_downloader.domain.errors import QueueError, S2DownloaderError
@@ -49,6 +50,7 @@ from s2_downloader.entrypoints.wiring import (
     build,
     check_not_fifo,
     emf_metrics,
+    lambda_download_queue,
 )
 
 __all__ = ["BatchNotHandled", "LambdaContext", "handler", "process_batch"]
@@ -103,7 +105,12 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
 
     Raises ``BatchNotHandled`` when that would name every record (see the module's doc).
     """
-    container = _container(_settings(event))
+    settings = _settings(event)
+    try:
+        container = _container(settings)
+    except SchemaOutdated as exc:
+        _hand_back_for_outage(event, settings, "schema", exc)
+        raise
     response = process_batch(
         event,
         context,
@@ -119,6 +126,40 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
         container.files.sweep_some_leftovers()
     _raise_if_nothing_handled(event, response)
     return response
+
+
+def _hand_back_for_outage(
+    event: Mapping[str, Any], settings: Settings, component: str, exc: Exception
+) -> None:
+    """Before raising for an outage at cold start: every record re-sent with a delay, its original deleted.
+
+    The invocation still ends as a function error (the Errors alarm sees the outage), but
+    no receive count is spent on it, so a long outage never moves the backlog to the
+    dead-letter queue. Where the queue itself refuses, the messages come back after their
+    visibility timeout, as they would anyway.
+    """
+    _log_outage_once(component, str(exc))
+    emf_metrics(settings).outage(component)
+    records = _records(event)
+    if not records:
+        return
+    queue = lambda_download_queue(settings)
+    delay = _outage.resend_delay()
+    try:
+        accepted = queue.send_batch([(_body(record), delay) for record in records])
+        for record, sent in zip(records, accepted, strict=True):
+            if sent:
+                queue.delete(str(record.get("receiptHandle", "")))
+    except QueueError:
+        _log.exception(
+            "could not hand the batch back", extra={"event": "requeue_failed", "count": len(records)}
+        )
+
+
+@functools.cache
+def _log_outage_once(component: str, line: str) -> None:
+    """One ERROR line per component and cause per execution environment, not one per invocation."""
+    _log.error(line, extra={"event": "outage", "component": component})
 
 
 def _settings(event: Mapping[str, Any]) -> Settings:

@@ -27,6 +27,7 @@ from s2_downloader.adapters.postgres import (
     PostgresUploadLedger,
     open_pool,
 )
+from s2_downloader.adapters.postgres.schema_check import check_schema
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
@@ -52,6 +53,8 @@ __all__ = [
     "cdse_token_source",
     "check_not_fifo",
     "emf_metrics",
+    "lambda_download_queue",
+    "open_checked_database",
     "open_database",
     "store_for_status",
 ]
@@ -109,6 +112,21 @@ def _new_owner() -> str:
 def open_database(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Any]:
     """A checked connection pool on the configured database."""
     return open_pool(database_url(settings), max_size=max_size, timeout=DB_POOL_TIMEOUT_SECONDS)
+
+
+def open_checked_database(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Any]:
+    """``open_database``, then the start-up schema check: ``SchemaOutdated`` names what ``migrate`` adds.
+
+    Every worker and operator command starts here, so nothing is received from a queue or
+    changed in the table by code newer than the schema.
+    """
+    pool = open_database(settings, max_size=max_size)
+    try:
+        check_schema(pool)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 def _token_parameter(settings: Settings) -> SsmParameter | None:
@@ -179,6 +197,15 @@ def _sqs_client(concurrency: int, *, long_poll: bool) -> SQSClient:
         retries={"max_attempts": timeouts["max_attempts"], "mode": "standard"},
     )
     return boto3.session.Session().client("sqs", config=config)
+
+
+def lambda_download_queue(settings: Settings) -> SqsQueue:
+    """The download queue with the Lambda's short-call client, built without the rest.
+
+    For handing a batch back when the rest cannot be built (an outage at cold start): it
+    needs no network to build.
+    """
+    return SqsQueue(client=_sqs_client(1, long_poll=False), url=settings.download_queue_url or "")
 
 
 def _s3_client(concurrency: int) -> S3Client:
@@ -339,7 +366,7 @@ def build(
     # Pools sized for the concurrency so no download waits for a connection.
     http = urllib3.PoolManager(num_pools=4, maxsize=concurrency + 2)
     hub = build_hub(settings, http)
-    db_pool = open_database(settings, max_size=concurrency + 2)
+    db_pool = open_checked_database(settings, max_size=concurrency + 2)
     sqs = _sqs_client(concurrency, long_poll=long_poll) if sqs is None else sqs
     granules = PostgresGranuleStore(pool=db_pool, max_retries=settings.max_download_retries)
     files = build_store(settings, db_pool, concurrency=concurrency, s3=s3)

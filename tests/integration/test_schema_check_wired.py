@@ -1,0 +1,108 @@
+"""The start-up schema check in the commands and the Lambda: nothing received before it passes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from s2_downloader.adapters.postgres.schema_check import SchemaOutdated
+from s2_downloader.entrypoints import lambda_handler
+from s2_downloader.testing.stack import Pipeline
+from tests.integration.fixtures_stack import run_cli
+from tests.integration.test_lambda_handler import FakeLambdaContext, _event
+
+KIB = 1024
+
+
+def _older_schema(pipeline: Pipeline) -> None:
+    """The database as code newer than ``migrate`` would find it: one column missing."""
+    with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE granule DROP COLUMN first_attempt_at")
+
+
+def _queue_counts(pipeline: Pipeline) -> tuple[int, int]:
+    """(visible, in flight) on the download queue: moto's counts are exact for a quiet queue."""
+    attributes = pipeline.services.sqs.client().get_queue_attributes(
+        QueueUrl=pipeline.queues.download_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("run", "--until-empty"), ("status",), ("failures",), ("requeue", "--all", "--dry-run")],
+)
+def test_a_command_on_an_older_schema_exits_2_naming_migrate(
+    pipeline: Pipeline, command: tuple[str, ...]
+) -> None:
+    """GIVEN a column missing WHEN a command starts THEN exit 2, one line naming migrate, nothing received."""
+    pipeline.seed([("SCHEMA1", 64 * KIB)])
+    _older_schema(pipeline)
+
+    result = run_cli(pipeline, *command, timeout=60)
+
+    assert 2 == result.returncode, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "s2-downloader migrate" in line]
+    assert 1 == len(lines), result.stderr[-2000:]
+    assert "granule.first_attempt_at" in lines[0]
+    assert (1, 0) == _queue_counts(pipeline)
+    message = pipeline.services.sqs.client().receive_message(
+        QueueUrl=pipeline.queues.download_url, MessageSystemAttributeNames=["ApproximateReceiveCount"]
+    )["Messages"][0]
+    assert "1" == message["Attributes"]["ApproximateReceiveCount"]
+
+
+@pytest.fixture
+def lambda_env(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fresh execution environment on the pipeline's settings."""
+    for key, value in pipeline.env().items():
+        monkeypatch.setenv(key, value)
+    lambda_handler._container.cache_clear()
+    lambda_handler._log_outage_once.cache_clear()
+    yield
+    lambda_handler._container.cache_clear()
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_the_lambda_on_an_older_schema_is_an_outage_that_spends_no_receive_count(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a column missing THEN the invocation raises (Errors alarm), the message is re-sent and its
+    original deleted, the line is logged once per environment and Outages counts Component=schema."""
+    pipeline.seed([("SCHEMA2", 64 * KIB)], send=False)
+    _older_schema(pipeline)
+    client = pipeline.services.sqs.client()
+    for _ in range(2):
+        client.send_message(QueueUrl=pipeline.queues.download_url, MessageBody=pipeline.message("SCHEMA2"))
+    events = [_event(pipeline, 1), _event(pipeline, 1)]
+
+    for event in events:
+        with pytest.raises(SchemaOutdated):
+            lambda_handler.handler(event, FakeLambdaContext())
+
+    captured = capsys.readouterr()
+    logged = [json.loads(line) for line in captured.err.splitlines() if '"event": "outage"' in line]
+    assert 1 == len(logged)
+    assert ("error", "schema") == (logged[0]["level"], logged[0]["component"])
+    assert "s2-downloader migrate" in logged[0]["message"]
+    outages: list[dict[str, Any]] = [
+        json.loads(line) for line in captured.out.splitlines() if '"Outages"' in line
+    ]
+    assert ["schema", "schema"] == [record["Component"] for record in outages]
+    # Both originals deleted, both bodies back on the queue as new messages (delayed).
+    assert ((0, 0), 2) == (_queue_counts(pipeline), _delayed(pipeline))
+    assert "pending" == pipeline.rows()["SCHEMA2"]["state"]
+
+
+def _delayed(pipeline: Pipeline) -> int:
+    attributes = pipeline.services.sqs.client().get_queue_attributes(
+        QueueUrl=pipeline.queues.download_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesDelayed"])
