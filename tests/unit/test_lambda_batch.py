@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import pytest
@@ -22,7 +23,7 @@ from s2_downloader.entrypoints.dispatch import (
     Unavailable,
     action_for,
 )
-from s2_downloader.entrypoints.lambda_handler import _Deadline, process_batch
+from s2_downloader.entrypoints.lambda_handler import OutageMet, _Deadline, process_batch
 from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS
 from tests.unit.fakes import HubFault
 from tests.unit.world import HUB, World
@@ -40,7 +41,7 @@ class Requeue:
     """The download queue's send, recorded."""
 
     sent: list[tuple[str, int]] = attrs.field(factory=list)
-
+    deleted: list[str] = attrs.field(factory=list)
     batches: int = 0
 
     def send(self, body: str, delay_seconds: int = 0) -> str:
@@ -51,6 +52,9 @@ class Requeue:
         self.batches += 1
         self.sent += entries
         return [True] * len(entries)
+
+    def delete(self, receipt_handle: str) -> None:
+        self.deleted.append(receipt_handle)
 
 
 @attrs.define
@@ -212,35 +216,32 @@ class DownStore:
         raise StoreError("down")
 
 
-def test_a_database_outage_hands_the_batch_back_uncounted_and_logs_once(
+def test_a_database_outage_is_a_function_error_that_hands_the_batch_back_uncounted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With the store down, the first record is re-sent with a delay, the rest untried in one call,
-    none named as failures; two invocations log one outage, and a later success ends it."""
+    every original deleted by the handler, and the invocation raises (the Errors alarm sees it);
+    two invocations log one outage and count two Outages, and a later success ends it."""
     world = World()
     for name in ("a", "b", "c"):
         world.add(name, b"content")
     down = DownStore()
     outage = Outage("granule store")
+    metrics = RecordingMetrics()
     event = {"Records": [_record(str(i), _body(n)) for i, n in enumerate(("a", "b", "c"))]}
     requeue = Requeue()
     with caplog.at_level(logging.INFO):
-        first = process_batch(
-            event,
-            Context(),
-            attempt_context=world.context(granules=down),
-            requeue=requeue,
-            check_url=on_hub,
-            outage=outage,
-        )
-        second = process_batch(
-            event,
-            Context(),
-            attempt_context=world.context(granules=down),
-            requeue=requeue,
-            check_url=on_hub,
-            outage=outage,
-        )
+        for _ in range(2):
+            with pytest.raises(OutageMet):
+                process_batch(
+                    event,
+                    Context(),
+                    attempt_context=world.context(granules=down),
+                    requeue=requeue,
+                    check_url=on_hub,
+                    outage=outage,
+                    metrics=metrics,
+                )
         third = process_batch(
             event,
             Context(),
@@ -250,8 +251,77 @@ def test_a_database_outage_hands_the_batch_back_uncounted_and_logs_once(
             outage=outage,
         )
     events = [getattr(r, "event", None) for r in caplog.records]
-    assert [{"batchItemFailures": []}] * 3 == [first, second, third]
+    assert {"batchItemFailures": []} == third
     assert (2, 6, 2) == (down.calls, len(requeue.sent), requeue.batches)
+    assert ["rh-0", "rh-1", "rh-2"] * 2 == requeue.deleted
     assert all(delay >= 10 for _, delay in requeue.sent)
+    assert ["database", "database"] == metrics.outages
     assert (1, 1) == (events.count("outage_started"), events.count("outage_ended"))
     assert {State.VERIFIED} == {world.store.granules[n].state for n in ("a", "b", "c")}
+    assert {0} == {world.store.granules[n].download_retries for n in ("a", "b", "c")}
+
+
+@attrs.define
+class StoreDownAfter:
+    """A granule store that works for ``claims`` claims, then is down (PostgreSQL stopped mid-batch)."""
+
+    inner: Any
+    claims: int
+
+    def claim(self, *args: Any) -> Any:
+        self.claims -= 1
+        if self.claims < 0:
+            raise StoreError("granule store: claim failed: connection refused")
+        return self.inner.claim(*args)
+
+    def heartbeat(self, *args: Any) -> bool:
+        return bool(self.inner.heartbeat(*args))
+
+    def record(self, *args: Any) -> Any:
+        return self.inner.record(*args)
+
+    def release(self, *args: Any) -> bool:
+        return bool(self.inner.release(*args))
+
+
+def test_an_outage_after_finished_records_deletes_them_and_keeps_a_failed_one() -> None:
+    """Verified: deleted by the handler; failed: left for redrive; the outage's record re-sent; it raises."""
+    world = World()
+    world.add("ok", b"content")
+    world.add("bad", b"content")
+    world.add("late", b"content")
+    world.hub.download_faults["bad"] = [HubFault(corrupt=True)]
+    base = world.context(granules=StoreDownAfter(inner=world.store, claims=2))
+    attempt = attrs.evolve(base, policy=attrs.evolve(base.policy, max_retries=0))
+    requeue = Requeue()
+    event = {"Records": [_record("0", _body("ok")), _record("1", _body("bad")), _record("2", _body("late"))]}
+    with pytest.raises(OutageMet):
+        process_batch(event, Context(), attempt_context=attempt, requeue=requeue, check_url=on_hub)
+    states = tuple(world.store.granules[n].state for n in ("ok", "bad", "late"))
+    assert (["rh-0", "rh-2"], [_body("late")]) == (requeue.deleted, [body for body, _ in requeue.sent])
+    assert (State.VERIFIED, State.FAILED, State.PENDING) == states
+
+
+@attrs.define
+class RecordingMetrics:
+    """Only the outages, recorded; every other event ignored."""
+
+    outages: list[str] = attrs.field(factory=list)
+
+    def verified(self, transferred: int, seconds: float) -> None:
+        del transferred, seconds
+
+    def retry_counted(self, kind: FailureKind) -> None:
+        del kind
+
+    def deferred(self, kind: FailureKind) -> None:
+        del kind
+
+    def failed(self) -> None:
+        pass
+
+    def bad_message(self) -> None:
+        pass
+
+    def outage(self, component: str) -> None:
+        self.outages.append(component)

@@ -41,9 +41,23 @@ INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (StoreError, FileStoreError
 
 @attrs.frozen(kw_only=True)
 class Unavailable:
-    """The message could not be handled because our own infrastructure failed."""
+    """The message could not be handled because our own infrastructure failed.
+
+    ``component`` names which part, as the ``Outages`` metric does: ``database`` (the
+    granule store), ``store`` (the file store as a whole) or ``queue``.
+    """
 
     reason: str
+    component: str = "database"
+
+
+def component_of(exc: Exception) -> str:
+    """The ``Outages`` component an infrastructure error belongs to."""
+    if isinstance(exc, FileStoreError):
+        return "store"
+    if isinstance(exc, QueueError):
+        return "queue"
+    return "database"
 
 
 #: What handling one message came to: the use case's outcome, or an outage of ours.
@@ -100,7 +114,7 @@ def outcome_for(
         return handle(request, context)
     except INFRASTRUCTURE_ERRORS as exc:
         # Logged once per outage by the caller's Outage, not once per message here.
-        return Unavailable(reason=f"{type(exc).__name__}: {exc}")
+        return Unavailable(reason=f"{type(exc).__name__}: {exc}", component=component_of(exc))
 
 
 def action_for(result: Result, *, outage_delay: int = 60) -> Action:

@@ -53,7 +53,7 @@ from s2_downloader.entrypoints.wiring import (
     lambda_download_queue,
 )
 
-__all__ = ["BatchNotHandled", "LambdaContext", "handler", "process_batch"]
+__all__ = ["BatchNotHandled", "LambdaContext", "OutageMet", "handler", "process_batch"]
 
 _log = logging.getLogger("s2_downloader.lambda")
 
@@ -83,6 +83,19 @@ class Requeue(Protocol):
     def send_batch(self, entries: Sequence[tuple[str, int]]) -> list[bool]:
         """Send each ``(body, delay_seconds)``; which were accepted, in order."""
         ...
+
+    def delete(self, receipt_handle: str) -> None:
+        """Delete one received message (the handler does it itself before raising for an outage)."""
+        ...
+
+
+class OutageMet(S2DownloaderError):
+    """Our own infrastructure failed during the invocation: raised so the Errors alarm sees it.
+
+    Before it is raised, the messages of finished records are deleted and every other
+    record's message is re-sent with a delay and its original deleted, so the error spends
+    no receive count and nothing is done twice.
+    """
 
 
 @attrs.frozen
@@ -256,20 +269,26 @@ def process_batch(
             margin_seconds,
             extra={"event": "timeout_too_short", "margin_seconds": margin_seconds},
         )
-    down = False
+    down: Unavailable | None = None
+    #: Records this invocation is done with (handled, or re-sent): deleted by the mapping,
+    #: or by the handler itself when it raises for an outage.
+    finished: list[Mapping[str, Any]] = []
     for index, record in enumerate(records):
-        if deadline.is_set() or down:
+        if deadline.is_set() or down is not None:
             rest = records[index:]
-            delay = outage.resend_delay() if down else 0
+            delay = outage.resend_delay() if down is not None else 0
             _log.info(
                 "records handed back untried",
                 extra={
                     "event": "handed_back",
                     "count": len(rest),
-                    "reason": "infrastructure unavailable" if down else "no time left",
+                    "reason": "infrastructure unavailable" if down is not None else "no time left",
                 },
             )
-            failures += _requeue_all(rest, requeue, delay)
+            left = _requeue_all(rest, requeue, delay)
+            failures += left
+            not_sent = {item["itemIdentifier"] for item in left}
+            finished += [r for r in rest if str(r.get("messageId", "")) not in not_sent]
             break
         message_id = str(record.get("messageId", ""))
         result = _handle_record(record, message_id, attempt_context, check_url)
@@ -278,13 +297,40 @@ def process_batch(
         if isinstance(result, Unavailable):
             outage.failed(result.reason)
             outage.pause()  # grows the delay of the messages handed back during this outage
-            down = True
+            down = result
         elif result is not None:
             outage.recovered()
         done = _settle(record, message_id, result, requeue, outage)
-        if not done:
+        if done:
+            finished.append(record)
+        else:
             failures.append({"itemIdentifier": message_id})
+    if down is not None:
+        _end_with_outage(down, finished, requeue, metrics or NullMetrics())
     return {"batchItemFailures": failures}
+
+
+def _end_with_outage(
+    down: Unavailable, finished: Sequence[Mapping[str, Any]], requeue: Requeue, metrics: Metrics
+) -> None:
+    """Delete the finished records' messages ourselves, count the outage, and raise ``OutageMet``.
+
+    A function error makes the mapping delete nothing, whatever the response: without these
+    deletes, the re-sent messages would be done twice and the handled ones redone.
+    """
+    metrics.outage(down.component)
+    for record in finished:
+        try:
+            requeue.delete(str(record.get("receiptHandle", "")))
+        except QueueError:
+            # It comes back after its visibility timeout; a verified granule's message is
+            # then deleted without work, a re-sent one arrives twice and is claimed once.
+            _log.warning(
+                "could not delete a finished record's message",
+                extra={"event": "delete_failed", "message_id": str(record.get("messageId", ""))},
+            )
+    msg = f"{down.component} unavailable: {down.reason}; the batch was handed back with a delay"
+    raise OutageMet(msg)
 
 
 def _receive_count(record: Mapping[str, Any]) -> int:
