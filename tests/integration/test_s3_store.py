@@ -701,3 +701,34 @@ def test_a_resumed_upload_whose_md5_mismatches_is_redone_once_from_zero(
     assert [3 * PART, 0] == [offset for _, offset, _ in world.hub.requests]
     assert (0, product) == (world.store.granules["g1"].download_retries, _object(client, bucket, "g1.zip"))
     assert ([], {}) == (_uploads(client, bucket), ledger.records)
+
+
+def test_the_short_last_part_is_not_recorded_so_a_failed_completion_resumes(
+    client: S3Client, bucket: str, ledger: InMemoryUploadLedger
+) -> None:
+    """Killed as it completes, after the short last part went up: the record holds full parts only."""
+    product = os.urandom(3 * PART + 10)
+    store = _store(client, bucket, ledger)
+
+    def die(**_: object) -> None:
+        raise Crash
+
+    client.meta.events.register("before-send.s3.CompleteMultipartUpload", die)
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        partial.write(product)
+        with pytest.raises(Crash):
+            store.promote(KEY)
+    client.meta.events.unregister("before-send.s3.CompleteMultipartUpload", die)
+    recorded = [part["size"] for part in ledger.records["g1"]["parts"]]
+    sent: list[int] = []
+    client.meta.events.register(
+        "before-send.s3.UploadPart", lambda request, **_: sent.append(len(_body(request)))
+    )
+
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        held = partial.size
+        partial.write(product[held:])
+        store.promote(KEY)
+
+    assert ([PART] * 3, 3 * PART, []) == (recorded, held, sent)
+    assert product == _object(client, bucket, "g1.zip")
