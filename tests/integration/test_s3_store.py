@@ -538,7 +538,8 @@ def test_without_libcrypto_the_prefix_is_re_read_but_its_parts_are_not_re_sent(
     client: S3Client, bucket: str, ledger: InMemoryUploadLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fallback: no MD5 state to restore, so the hub's bytes come again from 0; S3 gets only the rest."""
-    monkeypatch.setattr(md5state, "_LIB", None)
+    monkeypatch.setattr(md5state, "_lib", None)
+    monkeypatch.setattr(md5state, "_tried", True)
     store = _store(client, bucket, ledger)
     product = os.urandom(3 * PART + 10)
     with store.open_partial(KEY, checksum=md5(product)) as partial:
@@ -564,3 +565,170 @@ def test_a_second_open_of_the_same_granule_in_one_process_is_refused(
     store = _store(client, bucket, ledger)
     with store.open_partial(KEY, checksum=md5(b"")), pytest.raises(PartialInUse):
         store.open_partial(KEY, checksum=md5(b"")).__enter__()
+
+
+# -- records and states that are not trusted ----------------------------------------------
+
+
+def _interrupted(client: S3Client, bucket: str, ledger: InMemoryUploadLedger, product: bytes) -> str:
+    """Three parts of ``product`` sent and recorded, then the attempt ends; the upload's id."""
+    with _store(client, bucket, ledger).open_partial(KEY, checksum=md5(product)) as partial:
+        partial.write(product[: 3 * PART + 7])
+    upload_id: str = ledger.records["g1"]["upload_id"]
+    return upload_id
+
+
+def _sizes(record: dict[str, Any], size: int) -> None:
+    record["part_size"] = size
+    for part in record["parts"]:
+        part["size"] = size
+
+
+def _numbers(record: dict[str, Any], numbers: list[int]) -> None:
+    for part, number in zip(record["parts"], numbers, strict=True):
+        part["number"] = number
+
+
+_CORRUPT = {
+    "part size 10^15": lambda record: _sizes(record, 10**15),
+    "part size 10^15, parts not": lambda record: record.update(part_size=10**15),
+    "part size over 5 GiB": lambda record: _sizes(record, 5 * 1024**3 + 1),
+    "part size over what the store uses": lambda record: _sizes(record, 600 * 1024**2),
+    "part size under S3's floor": lambda record: _sizes(record, PART - 1),
+    "part size negative": lambda record: _sizes(record, -PART),
+    "parts out of order": lambda record: _numbers(record, [2, 1, 3]),
+    "parts duplicated": lambda record: _numbers(record, [1, 1, 2]),
+    "parts from 0": lambda record: _numbers(record, [0, 1, 2]),
+    "sizes not adding up": lambda record: record["parts"][1].update(size=PART + 1),
+    "a short part recorded": lambda record: record["parts"][2].update(size=PART - 1),
+    "an ETag not an MD5": lambda record: record["parts"][0].update(etag="not-an-etag"),
+    "a size not a number": lambda record: record["parts"][0].update(size="lots"),
+    "parts not a list": lambda record: record.update(parts=7),
+    "no upload id": lambda record: record.update(upload_id=""),
+    "an upload id S3 does not know": lambda record: record.update(upload_id="no-such-upload-id"),
+}
+
+
+@pytest.mark.parametrize("corrupt", list(_CORRUPT.values()), ids=list(_CORRUPT))
+def test_a_corrupt_record_is_discarded_and_the_product_restarts_from_zero(
+    client: S3Client, bucket: str, ledger: InMemoryUploadLedger, corrupt: Any
+) -> None:
+    """Never trusted, never a crash: the record is forgotten, a new upload starts at byte 0."""
+    product = os.urandom(4 * PART + 10)
+    _interrupted(client, bucket, ledger, product)
+    corrupt(ledger.records["g1"])
+    store = _store(client, bucket, ledger)
+
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        held, fresh = partial.size, partial.upload_id
+        partial.write(product)
+        store.promote(KEY)
+
+    assert (0, None) == (held, fresh)
+    assert (product, {}) == (_object(client, bucket, "g1.zip"), ledger.records)
+
+
+def test_a_record_naming_another_granules_upload_is_discarded_and_that_upload_left_alone(
+    client: S3Client, bucket: str, ledger: InMemoryUploadLedger
+) -> None:
+    """An upload id S3 knows holding none of the recorded parts: not ours, neither used nor aborted."""
+    product = os.urandom(4 * PART + 10)
+    _interrupted(client, bucket, ledger, product)
+    other = client.create_multipart_upload(Bucket=bucket, Key="g1.zip")["UploadId"]
+    client.upload_part(Bucket=bucket, Key="g1.zip", UploadId=other, PartNumber=1, Body=os.urandom(PART))
+    ledger.records["g1"]["upload_id"] = other
+    store = _store(client, bucket, ledger)
+
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        held, fresh = partial.size, partial.upload_id
+        partial.write(product)
+        store.promote(KEY)
+
+    assert (0, None) == (held, fresh)
+    assert product == _object(client, bucket, "g1.zip")
+    listed = client.list_parts(Bucket=bucket, Key="g1.zip", UploadId=other)["Parts"]
+    assert [1] == [part["PartNumber"] for part in listed]
+
+
+def test_a_state_whose_bit_count_is_not_the_kept_parts_is_not_used(
+    client: S3Client, bucket: str, ledger: InMemoryUploadLedger
+) -> None:
+    """A state that hashed two parts for a record of three: from byte 0, the parts S3 holds reused."""
+    product = os.urandom(3 * PART + 10)
+    _interrupted(client, bucket, ledger, product)
+    short = md5state.ResumableMd5()
+    short.update(product[: 2 * PART])
+    ledger.records["g1"]["md5_state"] = short.state()
+    sent: list[int] = []
+    client.meta.events.register(
+        "before-send.s3.UploadPart", lambda request, **_: sent.append(len(_body(request)))
+    )
+    store = _store(client, bucket, ledger)
+
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        held = partial.size
+        partial.write(product)
+        store.promote(KEY)
+
+    assert (0, [10]) == (held, sent)
+    assert product == _object(client, bucket, "g1.zip")
+
+
+def test_the_bit_count_is_read_from_the_restored_context() -> None:
+    """``bit_count`` is MD5_CTX's Nh:Nl, 8 x the bytes hashed, across a save and restore."""
+    digest = md5state.ResumableMd5()
+    digest.update(os.urandom(3 * PART + 5))
+    restored = md5state.ResumableMd5.restore(digest.state())
+    assert restored is not None
+    assert 8 * (3 * PART + 5) == restored.bit_count
+
+
+def test_a_resumed_upload_whose_md5_mismatches_is_redone_once_from_zero(
+    client: S3Client, bucket: str, ledger: InMemoryUploadLedger
+) -> None:
+    """A state of the right length but other bytes: the mismatch is not counted, the product redone from 0."""
+    world = _world()
+    product = os.urandom(5 * PART + 100)
+    request = world.add("g1", product)
+    _interrupted(client, bucket, ledger, product)
+    wrong = md5state.ResumableMd5()
+    wrong.update(os.urandom(3 * PART))
+    ledger.records["g1"]["md5_state"] = wrong.state()
+
+    outcome = world.handle(request, files=_store(client, bucket, ledger))
+
+    assert Done(reason="verified") == outcome
+    assert [3 * PART, 0] == [offset for _, offset, _ in world.hub.requests]
+    assert (0, product) == (world.store.granules["g1"].download_retries, _object(client, bucket, "g1.zip"))
+    assert ([], {}) == (_uploads(client, bucket), ledger.records)
+
+
+def test_the_short_last_part_is_not_recorded_so_a_failed_completion_resumes(
+    client: S3Client, bucket: str, ledger: InMemoryUploadLedger
+) -> None:
+    """Killed as it completes, after the short last part went up: the record holds full parts only."""
+    product = os.urandom(3 * PART + 10)
+    store = _store(client, bucket, ledger)
+
+    def die(**_: object) -> None:
+        raise Crash
+
+    client.meta.events.register("before-send.s3.CompleteMultipartUpload", die)
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        partial.write(product)
+        with pytest.raises(Crash):
+            store.promote(KEY)
+    client.meta.events.unregister("before-send.s3.CompleteMultipartUpload", die)
+    recorded = [part["size"] for part in ledger.records["g1"]["parts"]]
+    sent: list[int] = []
+    client.meta.events.register(
+        "before-send.s3.UploadPart", lambda request, **_: sent.append(len(_body(request)))
+    )
+
+    with store.open_partial(KEY, checksum=md5(product)) as partial:
+        held = partial.size
+        partial.write(product[held:])
+        store.promote(KEY)
+
+    assert ([PART] * 3, 3 * PART, []) == (recorded, held, sent)
+    assert product == _object(client, bucket, "g1.zip")

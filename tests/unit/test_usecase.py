@@ -158,12 +158,30 @@ def test_hub_ignoring_range_restarts_the_partial(world: World) -> None:
     assert PRODUCT == world.files.finals[world.key("g1")]
 
 
-def test_corrupt_resume_is_caught_by_the_checksum(world: World) -> None:
-    """A partial holding wrong bytes fails verification and is discarded, never promoted."""
+def test_corrupt_resume_is_redone_once_from_byte_zero_uncounted(world: World) -> None:
+    """A resumed partial holding wrong bytes is never promoted: redone from 0 in the same attempt."""
     request = world.add("g1", PRODUCT)
     world.files.partials[world.key("g1")] = bytearray(b"X" * 10)
+    assert Done(reason="verified") == world.handle(request)
+    assert [10, 0] == [offset for _, offset, _ in world.hub.requests]
+    assert (PRODUCT, 0) == (
+        bytes(world.files.finals[world.key("g1")]),
+        world.store.granules["g1"].download_retries,
+    )
+
+
+def test_a_resumed_product_that_mismatches_again_from_zero_counts_once(world: World) -> None:
+    """The redo from 0 mismatching too is the checksum mismatch: counted once, nothing promoted."""
+    request = world.add("g1", PRODUCT)
+    world.files.partials[world.key("g1")] = bytearray(b"X" * 10)
+    world.hub.download_faults["g1"] = [HubFault(corrupt=True), HubFault(corrupt=True)]
     assert isinstance(world.handle(request), RetryLater)
+    assert [10, 0] == [offset for _, offset, _ in world.hub.requests]
     assert world.key("g1") not in world.files.finals
+    assert (1, None) == (
+        world.store.granules["g1"].download_retries,
+        world.files.partials.get(world.key("g1")),
+    )
     assert Done(reason="verified") == world.handle(request)
 
 

@@ -158,6 +158,15 @@ class _Attempt(AttemptEndings):
         self._last_beat = started
         try:
             streamed = self._stream_into(partial)
+            if streamed.stopped is None and streamed.resumed_from and partial.hexdigest() != checksum:
+                # The bytes held from before (or the hash state kept with them) may be what is
+                # wrong: a resumed product is redone once from byte 0 before a mismatch counts.
+                _log.warning(
+                    "resumed product does not match its checksum; redone from byte 0",
+                    extra=self._extra("resumed_mismatch", resumed_from=streamed.resumed_from),
+                )
+                partial.restart()
+                streamed = self._stream_into(partial)
         except (HubError, DeadlineExceeded) as exc:
             return Broken(held=partial.size, error=exc)
         if streamed.stopped is not None:

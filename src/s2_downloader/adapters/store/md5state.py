@@ -13,17 +13,21 @@ Measured here (x86-64, OpenSSL 3, 256 MiB in 1 MiB updates): 576 MB/s, against 5
 for hashlib's MD5 (which is OpenSSL's too); ctypes releases the GIL for the call like hashlib does.
 Equality with hashlib on random data is a test (tests/integration/test_s3_store.py).
 
-``load()`` returns ``None`` when no libcrypto with these symbols can be loaded; the S3 store
-then falls back to hashlib and re-reads the prefix from the hub on resume (it still
-uploads none of the parts it already has; see adapters/store/s3/resume.py).
+Nothing is loaded on import: the library is loaded on first use (``available()`` or a
+``ResumableMd5``), which only the S3 store's upload and resume make, so no other command
+maps a native library. Only the Linux sonames of OpenSSL 3 and 1.1 are tried, never
+``find_library`` (which runs ldconfig or a compiler) or another platform's names. When
+neither loads with these symbols, ``available()`` is false; the S3 store then falls back
+to hashlib and re-reads the prefix from the hub on resume (it still uploads none of the
+parts it already has; see adapters/store/s3/resume.py).
 """
 
 from __future__ import annotations
 
 import base64
 import ctypes
-import ctypes.util
 import hashlib
+import threading
 from typing import Final, Self
 
 __all__ = ["STATE_FORMAT", "ResumableMd5", "available"]
@@ -49,18 +53,12 @@ _CTX_SIZE: Final = ctypes.sizeof(_Md5Ctx)
 _BLOCK: Final = 64
 
 
-def _candidates() -> list[str]:
-    names = []
-    found = ctypes.util.find_library("crypto")
-    if found:
-        names.append(found)
-    # find_library needs ldconfig or a compiler; the sonames work without either.
-    names += ["libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.dylib"]
-    return names
+#: The only names tried: OpenSSL 3's and 1.1's libcrypto on Linux.
+SONAMES: Final = ("libcrypto.so.3", "libcrypto.so.1.1")
 
 
 def _load() -> ctypes.CDLL | None:
-    for name in _candidates():
+    for name in SONAMES:
         try:
             lib = ctypes.CDLL(name)
             init, update, final = lib.MD5_Init, lib.MD5_Update, lib.MD5_Final
@@ -86,12 +84,27 @@ def _self_test(lib: ctypes.CDLL) -> bool:
     return bool(ok) and out.raw == hashlib.md5(sample, usedforsecurity=False).digest()
 
 
-_LIB: Final = _load()
+#: The loaded library: ``None`` until first use, and after it when none could be loaded.
+_lib: ctypes.CDLL | None = None
+#: Whether loading was tried (it is tried once per process).
+_tried = False
+_load_lock: Final = threading.Lock()
+
+
+def _library() -> ctypes.CDLL | None:
+    """libcrypto, loaded on the first call; ``None`` when it cannot be."""
+    global _lib, _tried  # noqa: PLW0603 - one handle per process, loaded once on first use
+    if not _tried:
+        with _load_lock:
+            if not _tried:
+                _lib = _load()
+                _tried = True
+    return _lib
 
 
 def available() -> bool:
-    """Whether a libcrypto with the MD5 functions was loaded (else ``ResumableMd5`` cannot be made)."""
-    return _LIB is not None
+    """Whether a libcrypto with the MD5 functions loads (else ``ResumableMd5`` cannot be made); loads it."""
+    return _library() is not None
 
 
 class ResumableMd5:
@@ -100,27 +113,30 @@ class ResumableMd5:
     __slots__ = ("_ctx",)
 
     def __init__(self) -> None:
-        if _LIB is None:
+        lib = _library()
+        if lib is None:
             msg = "libcrypto's MD5 functions could not be loaded"
             raise RuntimeError(msg)
         self._ctx = _Md5Ctx()
-        if not _LIB.MD5_Init(ctypes.byref(self._ctx)):
+        if not lib.MD5_Init(ctypes.byref(self._ctx)):
             msg = "MD5_Init failed"
             raise RuntimeError(msg)
 
     def update(self, data: bytes) -> None:
         """Hash ``data`` (passed to C without a copy)."""
-        assert _LIB is not None
-        if not _LIB.MD5_Update(ctypes.byref(self._ctx), data, len(data)):
+        lib = _lib
+        assert lib is not None  # made only once loaded
+        if not lib.MD5_Update(ctypes.byref(self._ctx), data, len(data)):
             msg = "MD5_Update failed"
             raise RuntimeError(msg)
 
     def hexdigest(self) -> str:
         """The MD5 of everything hashed so far; finalises a copy, so hashing may go on."""
-        assert _LIB is not None
+        lib = _lib
+        assert lib is not None  # made only once loaded
         copy = _Md5Ctx.from_buffer_copy(bytes(self._ctx))
         out = ctypes.create_string_buffer(16)
-        if not _LIB.MD5_Final(out, ctypes.byref(copy)):
+        if not lib.MD5_Final(out, ctypes.byref(copy)):
             msg = "MD5_Final failed"
             raise RuntimeError(msg)
         return out.raw.hex()
@@ -131,6 +147,11 @@ class ResumableMd5:
         twin._ctx = _Md5Ctx.from_buffer_copy(bytes(self._ctx))
         return twin
 
+    @property
+    def bit_count(self) -> int:
+        """How many bits the context has hashed: its 64-bit count, ``Nh`` high and ``Nl`` low."""
+        return _bit_count(self._ctx)
+
     def state(self) -> str:
         """The context as text: ``STATE_FORMAT``, a colon, the raw ``MD5_CTX`` bytes in base64."""
         return f"{STATE_FORMAT}:{base64.b64encode(bytes(self._ctx)).decode('ascii')}"
@@ -138,7 +159,7 @@ class ResumableMd5:
     @classmethod
     def restore(cls, state: str) -> Self | None:
         """The hash ``state`` describes, or ``None`` when it is not a state this build can restore."""
-        if _LIB is None:
+        if _library() is None:
             return None
         tag, _, body = state.partition(":")
         if tag != STATE_FORMAT:
@@ -150,8 +171,14 @@ class ResumableMd5:
         if len(raw) != _CTX_SIZE:
             return None
         ctx = _Md5Ctx.from_buffer_copy(raw)
-        if ctx.num >= _BLOCK:
+        bits = _bit_count(ctx)
+        # The block buffer holds the bytes past the last whole block, as the count says.
+        if bits % 8 or ctx.num != (bits // 8) % _BLOCK:
             return None
         restored = cls()
         restored._ctx = ctx
         return restored
+
+
+def _bit_count(ctx: _Md5Ctx) -> int:
+    return (int(ctx.Nh) << 32) | int(ctx.Nl)

@@ -30,11 +30,26 @@ from s2_downloader.adapters.store.s3.records import Part, UploadRecord
 from s2_downloader.domain.errors import FileStoreError
 from s2_downloader.domain.ports import UploadLedger
 
-__all__ = ["MAX_PARTS", "MIB", "S3Partial"]
+__all__ = ["MAX_PARTS", "MAX_PART_SIZE", "MIB", "S3Partial", "largest_part_size"]
 
 MIB: Final = 1024 * 1024
 #: S3's most parts in one upload.
 MAX_PARTS: Final = 10_000
+#: S3's largest part.
+MAX_PART_SIZE: Final = 5 * 1024 * MIB
+#: S3's largest object.
+MAX_OBJECT_SIZE: Final = 5 * 1024 * 1024 * MIB
+
+
+def grown_part_size(part_size: int, total_size: int) -> int:
+    """``part_size``, or the whole MiBs a product of ``total_size`` bytes needs to fit in ``MAX_PARTS``."""
+    needed = -(-total_size // MAX_PARTS)
+    return part_size if needed <= part_size else -(-needed // MIB) * MIB
+
+
+def largest_part_size(part_size: int) -> int:
+    """The largest part a store of ``part_size`` ever uses: grown for S3's largest object, at most S3's."""
+    return min(MAX_PART_SIZE, grown_part_size(part_size, MAX_OBJECT_SIZE))
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -82,9 +97,7 @@ class S3Partial:
         """Size the parts so the product fits in 10,000 of them (before the first part only)."""
         if total_size is None or self.parts or self.upload_id is not None:
             return
-        needed = -(-total_size // MAX_PARTS)
-        if needed > self.part_size:
-            self.part_size = -(-needed // MIB) * MIB
+        self.part_size = grown_part_size(self.part_size, total_size)
 
     def write(self, chunk: bytes) -> None:
         """Buffer ``chunk``; send each full part as it completes."""
@@ -187,7 +200,10 @@ class S3Partial:
         self.parts.append(Part(number, size, etag))
         self._done += size
         del self._buffer[:size]
-        self._save()
+        if size == self.part_size:
+            # The last, short part (sent at commit) is not recorded: a record holds full parts
+            # only (records.py); if completing fails, S3 still lists it as a candidate.
+            self._save()
 
     def _save(self) -> None:
         assert self.upload_id is not None

@@ -4,7 +4,11 @@ After each part the upload id, the object key and checksum it was started for, t
 size, the parts done (number, size, ETag), the MD5 state after them and the validator of
 the hub's response are saved as one JSON object (PostgreSQL: the granule row's
 ``store_upload`` column). A record this version did not write, or one that does not hold
-together, parses as ``None`` and is started over.
+together, parses as ``None`` and is started over: never trusted, not even to abort the
+upload it names. Holding together means: part numbers 1, 2, 3, ... in order, each part
+exactly ``part_size`` bytes (only full parts are recorded before completion) with an MD5
+ETag, and a checksum that is an MD5. Whether the part size is one the store would use,
+and whether S3 knows the upload, is ``resume.py``'s to check.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
+from s2_downloader.adapters.store.s3.checksums import is_md5, plain_etag
 
 __all__ = ["Part", "UploadRecord"]
 
@@ -73,6 +79,12 @@ class UploadRecord:
         except (KeyError, TypeError, ValueError):
             return None
         numbers = [part.number for part in parts]
-        if numbers != list(range(1, len(parts) + 1)) or record.part_size <= 0:
+        if (
+            numbers != list(range(1, len(parts) + 1))
+            or record.part_size <= 0
+            or not record.upload_id
+            or not is_md5(record.md5)
+            or any(part.size != record.part_size or not is_md5(plain_etag(part.etag)) for part in parts)
+        ):
             return None
         return record

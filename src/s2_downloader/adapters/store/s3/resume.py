@@ -4,27 +4,43 @@ The next attempt lists the upload's parts, keeps the recorded ones that S3 still
 the same size and ETag, restores the MD5 state and carries on from the end of the last one
 (the use case asks the hub for the rest with a Range request). The MD5 state is OpenSSL's
 ``MD5_CTX`` (``adapters/store/md5state.py``), because hashlib cannot save one and
-re-reading the prefix would spend the hub's quota. When that state cannot be used (no
-libcrypto, or a part went missing), the attempt starts from byte 0 of the hub, but the
+re-reading the prefix would spend the hub's quota; it is used only when its bit count is
+8 x the bytes of the kept parts. When that state cannot be used (no libcrypto, a count
+that disagrees, or a part went missing), the attempt starts from byte 0 of the hub, but the
 parts S3 holds become candidates that are reused, not re-sent, when the same bytes come
-again. ``NoSuchUpload`` (the upload was aborted, e.g. by the bucket's lifecycle rule)
-restarts from 0.
+again.
+
+A record is never trusted: one that does not parse (``records.py``), whose part size is
+outside what the store uses (``min_part_size`` up to ``largest_part_size``), or that names
+an upload S3 does not know (``NoSuchUpload``) or whose listed parts hold none of the
+recorded ones (another upload's id) is forgotten, not aborted, and the product restarts
+from 0 with a new upload. A record for another key or checksum is aborted and forgotten.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3.bucket import Bucket
 from s2_downloader.adapters.store.s3.checksums import plain_etag
-from s2_downloader.adapters.store.s3.partial import S3Partial
+from s2_downloader.adapters.store.s3.partial import MAX_PARTS, S3Partial, largest_part_size
 from s2_downloader.adapters.store.s3.records import Part, UploadRecord
 from s2_downloader.domain.ports import UploadLedger
 
-__all__ = ["resume"]
+__all__ = ["resume", "trusted_record"]
 
 
 def resume(
-    bucket: Bucket, ledger: UploadLedger, *, granule_id: str, object_key: str, checksum: str, part_size: int
+    bucket: Bucket,
+    ledger: UploadLedger,
+    *,
+    granule_id: str,
+    object_key: str,
+    checksum: str,
+    part_size: int,
+    min_part_size: int,
 ) -> S3Partial:
     """The granule's upload in progress, resumed from its record when S3 still agrees with it, else fresh."""
     fresh = S3Partial(
@@ -41,23 +57,31 @@ def resume(
         # granule's (two granules can share a key), and S3 cannot say whose an open upload
         # is. One this granule began but never recorded is left to the bucket's lifecycle rule.
         return fresh
-    record = UploadRecord.parse(saved)
-    if record is None or record.key != object_key or record.md5 != checksum:
+    record = trusted_record(saved, part_size=part_size, min_part_size=min_part_size)
+    if record is None:
+        # Corrupt: trusted for nothing, not even to name an upload to abort.
+        ledger.clear(granule_id)
+        return fresh
+    if record.key != object_key or record.md5 != checksum:
         # Another key or another checksum (the metadata would be wrong): start over.
-        if record is not None:
-            bucket.abort_upload(record.key, record.upload_id)
+        bucket.abort_upload(record.key, record.upload_id)
         ledger.clear(granule_id)
         return fresh
     listed = bucket.list_parts(object_key, record.upload_id)
-    if listed is None:
+    kept = [] if listed is None else _kept_parts(record, listed)
+    if listed is None or (record.parts and not kept):
+        # NoSuchUpload, or an upload holding none of the recorded parts: not the one this
+        # granule began (S3 cannot say whose it is), so it is left alone.
         ledger.clear(granule_id)
         return fresh
-    kept = _kept_parts(record, listed)
     restored = (
         md5state.ResumableMd5.restore(record.md5_state)
         if record.md5_state is not None and len(kept) == len(record.parts)
         else None
     )
+    if restored is not None and restored.bit_count != 8 * sum(part.size for part in kept):
+        # A state that does not account for exactly the kept parts' bytes is not used.
+        restored = None
     if restored is None or not kept:
         # Without the MD5 state the bytes come again from byte 0: parts S3 holds with the
         # same bytes are reused as they arrive, not sent again.
@@ -98,3 +122,13 @@ def _kept_parts(record: UploadRecord, listed: dict[int, Part]) -> list[Part]:
             break
         kept.append(part)
     return kept
+
+
+def trusted_record(saved: Mapping[str, Any], *, part_size: int, min_part_size: int) -> UploadRecord | None:
+    """The record, when it parses and its part size and count are ones this store would have used."""
+    record = UploadRecord.parse(saved)
+    if record is None:
+        return None
+    if not min_part_size <= record.part_size <= largest_part_size(part_size) or len(record.parts) > MAX_PARTS:
+        return None
+    return record

@@ -39,8 +39,7 @@ import attrs
 
 from s2_downloader.adapters.store.s3.bucket import Bucket
 from s2_downloader.adapters.store.s3.partial import S3Partial
-from s2_downloader.adapters.store.s3.records import UploadRecord
-from s2_downloader.adapters.store.s3.resume import resume
+from s2_downloader.adapters.store.s3.resume import resume, trusted_record
 from s2_downloader.domain.errors import FileStoreError, KeyConflict, PartialInUse, S2DownloaderError
 from s2_downloader.domain.ports import Leftover, Leftovers
 
@@ -130,6 +129,7 @@ class S3Store:
                     object_key=object_key,
                     checksum=checksum.lower(),
                     part_size=self.part_size,
+                    min_part_size=self.min_part_size,
                 )
             except BaseException:
                 self._give_back_key(object_key, key.granule_id)
@@ -171,7 +171,9 @@ class S3Store:
         if partial is not None:
             partial.abort()
             return
-        record = UploadRecord.parse(self.ledger.load(key.granule_id) or {})
+        record = trusted_record(
+            self.ledger.load(key.granule_id) or {}, part_size=self.part_size, min_part_size=self.min_part_size
+        )
         if record is not None:
             self._bucket.abort_upload(record.key, record.upload_id)
         self.ledger.clear(key.granule_id)
