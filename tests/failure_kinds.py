@@ -292,6 +292,15 @@ CASES = [
         ending=Defer,
         recorded_as=None,
         metric=None,
+        arrange=_checksum_fails(HubFault(out_of_time=True)),
+    ),
+    KindCase(
+        # Out of time mid-body with less than 1 MiB more kept than before: counted.
+        name="no_progress",
+        kind=FailureKind.NO_PROGRESS,
+        ending=RetryLater,
+        recorded_as=State.RETRYING,
+        metric="RetriesCounted",
         arrange=_product_fails(HubFault(out_of_time=True)),
     ),
     KindCase(

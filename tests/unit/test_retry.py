@@ -45,6 +45,7 @@ def test_which_failures_count() -> None:
         FailureKind.NOT_FOUND,
         FailureKind.BAD_RESPONSE,
         FailureKind.STORE,
+        FailureKind.NO_PROGRESS,
     }
     assert expected == counted
 

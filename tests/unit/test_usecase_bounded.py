@@ -45,12 +45,11 @@ def test_every_hub_call_gets_the_attempts_deadline(world: World) -> None:
     assert [1234.5, 1234.5] == world.hub.deadlines
 
 
-@pytest.mark.parametrize("where", ["checksum", "product"])
-def test_a_deadline_hit_hands_the_granule_back_uncounted(world: World, where: str) -> None:
-    """Out of time in any hub call: released, deferred with no delay, no retry spent, nothing lost."""
+def test_a_deadline_hit_hands_the_granule_back_uncounted(world: World) -> None:
+    """Out of time before the body: released, deferred with no delay, no retry spent, nothing lost."""
+    where = "checksum"
     request = world.add("g1", PRODUCT)
-    faults = world.hub.checksum_faults if where == "checksum" else world.hub.download_faults
-    faults["g1"] = [HubFault(out_of_time=True)]
+    world.hub.checksum_faults["g1"] = [HubFault(out_of_time=True)]
 
     outcome = world.handle(request)
 
@@ -208,21 +207,37 @@ def test_a_partial_in_use_past_the_budget_fails_the_granule(world: World) -> Non
     assert "being written" in (world.store.granules["g1"].last_error or "")
 
 
-def test_a_busy_lease_and_running_out_of_time_never_fail_a_granule(world: World) -> None:
-    """Past the budget, a granule held by a live worker or out of time is deferred, never failed."""
+def test_out_of_time_spends_the_deferral_budget_and_a_busy_lease_never_fails_a_granule(world: World) -> None:
+    """Past the budget, a granule held by a live worker is deferred; one out of time again is failed."""
     request = world.add("g1", PRODUCT)
     world.hub.download_faults["g1"] = [HubFault.fail(FailureKind.SERVER_ERROR)]
     world.handle(request)
     world.clock.advance(3 * DAY)
-    world.hub.checksum_faults["g1"] = [HubFault(out_of_time=True)]
-    out_of_time = Defer(kind=FailureKind.OUT_OF_TIME, delay_seconds=0, detail="checksum: deadline passed")
-    assert out_of_time == world.handle(request)
 
     held = Lease(owner="other", expires_at=world.clock.now() + dt.timedelta(seconds=60))
     world.store.granules["g1"] = attrs.evolve(world.store.granules["g1"], state=State.CLAIMED, lease=held)
     assert Defer(kind=FailureKind.LEASE_BUSY, delay_seconds=61, detail="held by other") == world.handle(
         request
     )
+
+    world.store.granules["g1"] = attrs.evolve(world.store.granules["g1"], state=State.RETRYING, lease=None)
+    world.hub.checksum_faults["g1"] = [HubFault(out_of_time=True)]
+    outcome = world.handle(request)
+    assert Failed(kind=FailureKind.OUT_OF_TIME, detail="checksum: deadline passed") == outcome
+    assert (State.FAILED, 0) == (
+        world.store.granules["g1"].state,
+        world.store.granules["g1"].download_retries,
+    )
+
+
+def test_out_of_time_mid_body_without_a_mebibyte_gained_counts_as_no_progress(world: World) -> None:
+    """A hub that never lets the transfer gain 1 MiB before time runs out ends failed, not cycling."""
+    request = world.add("g1", PRODUCT)
+    world.hub.download_faults["g1"] = [HubFault(out_of_time=True)] * (world.max_retries + 1)
+    outcomes = [world.handle(request) for _ in range(world.max_retries + 1)]
+    assert {FailureKind.NO_PROGRESS} == {o.kind for o in outcomes if isinstance(o, RetryLater | Failed)}
+    assert isinstance(outcomes[-1], Failed)
+    assert State.FAILED == world.store.granules["g1"].state
 
 
 class _FailingStore(InMemoryGranuleStore):

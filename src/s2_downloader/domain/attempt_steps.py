@@ -54,6 +54,8 @@ class Broken:
     """The hub failed, or time ran out, mid-transfer; the ``held`` bytes stay for a resume."""
 
     held: int
+    #: What the partial held when this attempt opened it: what the attempt before it kept.
+    kept_before: int
     error: HubError | DeadlineExceeded
 
 

@@ -116,6 +116,9 @@ class FailureKind(enum.Enum):
     STORE = "store"
     #: The product's key holds another granule's verified product (docs/interface.md section 4).
     KEY_CONFLICT = "key_conflict"
+    #: Time ran out before the attempt kept 1 MiB more than the one before it had: a hub
+    #: that ignores Range, or a transfer slower than the time a Lambda has (counted).
+    NO_PROGRESS = "no_progress"
     # The use case's own, not recorded: the granule is handed back as it was.
     #: Another worker holds the granule's lease.
     LEASE_BUSY = "lease_busy"

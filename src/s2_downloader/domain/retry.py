@@ -14,6 +14,7 @@ __all__ = [
     "DEFERRAL_BUDGET_FAILURES",
     "MAX_DEFER_SECONDS",
     "MAX_DELAY_SECONDS",
+    "MIN_PROGRESS_BYTES",
     "RetryPolicy",
 ]
 
@@ -31,8 +32,14 @@ COUNTED_FAILURES = frozenset(
         FailureKind.NOT_FOUND,
         FailureKind.BAD_RESPONSE,
         FailureKind.STORE,
+        FailureKind.NO_PROGRESS,
     }
 )
+
+#: An attempt that runs out of time must have kept at least this much more of the product
+#: than the attempt before it, or it counts (``NO_PROGRESS``): otherwise a hub that ignores
+#: Range under a short Lambda timeout would hand the record back for ever.
+MIN_PROGRESS_BYTES = 1024 * 1024
 
 #: Failures that postpone without counting but only for so long: past the deferral budget
 #: they fail the granule. The hub's answers about its load, and a partial that another

@@ -31,7 +31,7 @@ from s2_downloader.domain.ports import (
     Partial,
 )
 from s2_downloader.domain.request import DownloadRequest
-from s2_downloader.domain.retry import MAX_DELAY_SECONDS
+from s2_downloader.domain.retry import MAX_DELAY_SECONDS, MIN_PROGRESS_BYTES
 
 __all__ = ["AttemptContext", "handle"]
 
@@ -156,6 +156,7 @@ class _Attempt(AttemptEndings):
         """Stream the product into ``partial`` until it ends, breaks, or the attempt must stop."""
         started = self.context.clock.monotonic()
         self._last_beat = started
+        kept_before = partial.size
         try:
             streamed = self._stream_into(partial)
             if streamed.stopped is None and streamed.resumed_from and partial.hexdigest() != checksum:
@@ -168,7 +169,7 @@ class _Attempt(AttemptEndings):
                 partial.restart()
                 streamed = self._stream_into(partial)
         except (HubError, DeadlineExceeded) as exc:
-            return Broken(held=partial.size, error=exc)
+            return Broken(held=partial.size, kept_before=kept_before, error=exc)
         if streamed.stopped is not None:
             return Stopped(outcome=streamed.stopped)
         digest = partial.hexdigest()
@@ -197,10 +198,16 @@ class _Attempt(AttemptEndings):
         match filled:
             case Stopped(outcome=outcome):
                 return outcome
-            case Broken(held=held, error=error):
+            case Broken(held=held, kept_before=kept_before, error=error):
                 if held == 0:  # nothing to resume: leave no empty file behind
                     self.context.files.discard_partial(self.key)
                 if isinstance(error, DeadlineExceeded):
+                    if held < kept_before + MIN_PROGRESS_BYTES:
+                        detail = (
+                            f"out of time holding {held} bytes, {held - kept_before:+d} on the attempt"
+                            f" before; less than {MIN_PROGRESS_BYTES} gained ({error})"
+                        )
+                        return self._counted(FailureKind.NO_PROGRESS, detail)
                     return self._out_of_time(error)
                 return self._hub_failure(error)
             case Mismatched(digest=digest):
@@ -260,7 +267,12 @@ class _Attempt(AttemptEndings):
         return None
 
     def _out_of_time(self, exc: DeadlineExceeded) -> Outcome:
-        # Not the hub's fault and not counted: hand the granule back for a later attempt.
+        # Not the hub's fault and not counted, but its time is spent from the deferral
+        # budget: a granule that never finishes in the time it is given ends failed.
+        context = self.context
+        if context.policy.deferred_too_long(self.granule.first_attempt_at, self._store_now()):
+            return self._abandon(FailureKind.OUT_OF_TIME, str(exc))
+        # Hand the granule back for a later attempt.
         self.context.granules.release(self.request.id, self.owner)
         _log.info("out of time; granule released", extra=self._extra("download_out_of_time", error=str(exc)))
         return Defer(kind=FailureKind.OUT_OF_TIME, delay_seconds=0, detail=str(exc))
