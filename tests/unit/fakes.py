@@ -74,19 +74,24 @@ class CrashPlan:
     at: int = 0
     calls: int = 0
     log: list[str] = attrs.field(factory=list)
+    #: What the chosen call raises instead of ``Crash``: an outage of our infrastructure
+    #: (``StoreError``, ``QueueError``, ``StoreUnavailable``), which the caller survives.
+    error: Callable[[str], BaseException] | None = None
 
     def tick(self, name: str) -> None:
-        """Count one port call and crash if it is the chosen one."""
+        """Count one port call and crash (or fail as armed) if it is the chosen one."""
         self.calls += 1
         self.log.append(name)
         if self.at and self.calls == self.at:
             self.at = 0
-            raise Crash(name)
+            error, self.error = self.error, None
+            raise Crash(name) if error is None else error(name)
 
-    def arm(self, at: int) -> None:
-        """Crash at the ``at``-th call from now."""
+    def arm(self, at: int, error: Callable[[str], BaseException] | None = None) -> None:
+        """Crash (or raise ``error(call name)``) at the ``at``-th call from now."""
         self.calls = 0
         self.at = at
+        self.error = error
 
 
 @attrs.define

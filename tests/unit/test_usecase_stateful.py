@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from s2_downloader.domain import Defer, Done, Failed, Outcome, Reject, RetryLater, State
-from s2_downloader.domain.errors import FailureKind
+from s2_downloader.domain.errors import FailureKind, QueueError, StoreError, StoreUnavailable
 from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.domain.retry import DEFERRAL_BUDGET_FAILURES
+from s2_downloader.entrypoints.dispatch import INFRASTRUCTURE_ERRORS
 from tests.unit.fakes import Crash, HubFault, md5
 from tests.unit.world import World
 
@@ -36,6 +38,14 @@ _FAULTS = st.sampled_from(
 )
 
 
+_OUTAGE_ERRORS: dict[str, Callable[[str], BaseException]] = {
+    "database": lambda call: StoreError(f"granule store: {call} failed: connection refused"),
+    "store": lambda call: StoreUnavailable(f"store: {call}: unreachable"),
+    "queue": lambda call: QueueError(f"queue: {call}: unreachable"),
+}
+_OUTAGES = st.sampled_from(sorted(_OUTAGE_ERRORS))
+
+
 @attrs.frozen
 class Message:
     """One SQS message on the download queue."""
@@ -58,6 +68,7 @@ class UseCaseMachine(RuleBasedStateMachine):
         self.terminal: dict[str, State] = {}
         self.contents: dict[str, bytes] = {}
         self.ever_sent: set[str] = set()
+        self.outages_met = 0
 
     @initialize(
         contents=st.lists(st.binary(min_size=0, max_size=24), min_size=len(IDS), max_size=len(IDS)),
@@ -98,6 +109,28 @@ class UseCaseMachine(RuleBasedStateMachine):
             outcome = self.world.handle(message.request)
         except Crash:
             return  # the message stays on the queue: it comes back after its visibility timeout
+        finally:
+            self.world.crashes.arm(0)
+        self._settle(message, outcome)
+
+    @rule(message=messages, at=st.integers(min_value=1, max_value=25), outage=_OUTAGES)
+    def deliver_during_an_outage(self, message: Message, at: int, outage: str) -> None:
+        """Our database, store or upload queue fails at any port call: the message is handed back
+        (the entry point re-sends it), and the granule's retries and state are as they were."""
+        if message.number not in self.queue:
+            return
+        before = self.world.store.granules.get(message.request.id)
+        self.world.crashes.arm(at, error=_OUTAGE_ERRORS[outage])
+        try:
+            outcome = self.world.handle(message.request)
+        except INFRASTRUCTURE_ERRORS:
+            after = self.world.store.granules.get(message.request.id)
+            if before is not None and after is not None:
+                # An outage never counts, never fails a granule and never ends its clock.
+                assert before.download_retries == after.download_retries
+                assert after.state is not State.FAILED or before.state is State.FAILED
+            self.outages_met += 1
+            return  # re-sent with a delay by the entry point: still on the queue
         finally:
             self.world.crashes.arm(0)
         self._settle(message, outcome)
