@@ -21,6 +21,7 @@ from s2_downloader.entrypoints.dispatch import Outage
 from s2_downloader.entrypoints.runner import Runner, RunnerSettings
 from tests.unit.fake_queue import FakeQueue, ManualClock
 from tests.unit.fakes import HubFault, InMemoryGranuleStore
+from tests.unit.test_lambda_batch import RecordingMetrics
 from tests.unit.world import HUB, World
 from tests.waiting import wait_until
 
@@ -281,6 +282,7 @@ def test_a_database_outage_spends_no_receive_count_and_logs_once(caplog: pytest.
     """While the store is down, messages are re-sent fresh, the runner probes one at a time, and the
     outage is logged once as it starts and once as it ends."""
     world = World()
+    metrics = RecordingMetrics()
     # Up after the first burst (one refusal per worker at most) and a refused probe after it.
     flaky = FlakyStore(store=world.store, up_after=4 + 1)
     flaky.down.set()
@@ -295,11 +297,19 @@ def test_a_database_outage_spends_no_receive_count_and_logs_once(caplog: pytest.
         check_url=on_hub,
         settings=RunnerSettings(until_empty=True, empty_interval=0.02, concurrency=4),
         outage=Outage("granule store", base_seconds=0.05, max_seconds=0.2, min_resend_seconds=1),
+        metrics=metrics,
     )
     with caplog.at_level(logging.INFO):
         assert 0 == runner.run()
     events = [getattr(r, "event", None) for r in caplog.records]
+    started = [r for r in caplog.records if getattr(r, "event", None) == "outage_started"]
     assert {State.VERIFIED} == {world.store.granules[n].state for n in names}
     assert (1, 1, 1) == (events.count("outage_started"), events.count("outage_ended"), queue.most_receives)
+    # One ERROR line and one Outages data point for the episode, naming the component.
+    assert (["ERROR"], ["database"], ["database"]) == (
+        [r.levelname for r in started],
+        [getattr(r, "component", None) for r in started],
+        metrics.outages,
+    )
     assert 0 == sum(1 for _, seconds in queue.visibility_calls if seconds == 0)
     assert flaky.refused >= 4 + 1

@@ -159,20 +159,25 @@ class Outage:
         """Whether an outage is going on."""
         return self._started is not None
 
-    def failed(self, reason: str) -> None:
-        """Note one failure; the first of an outage is logged."""
+    def failed(self, reason: str, component: str | None = None) -> bool:
+        """Note one failure; the first of an outage is logged (ERROR) and ``True`` is returned.
+
+        ``component`` names the part that failed (``database``, ``store``, ``queue``), as
+        the ``Outages`` metric does; the caller counts that metric once per episode.
+        """
         with self._lock:
             self._failures += 1
             if self._started is not None:
-                return
+                return False
             self._started = self.clock()
             self._level = 0
-        _log.warning(
+        _log.error(
             "%s unavailable; backing off: %s",
-            self.what,
+            component or self.what,
             reason,
-            extra={"event": "outage_started", "component": self.what, "reason": reason},
+            extra={"event": "outage_started", "component": component or self.what, "reason": reason},
         )
+        return True
 
     def pause(self) -> float:
         """Seconds to wait before trying again; doubles with each call during one outage."""

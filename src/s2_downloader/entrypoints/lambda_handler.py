@@ -295,7 +295,7 @@ def process_batch(
         if result is not None:
             observe(metrics or NullMetrics(), result, first_delivery=_receive_count(record) <= 1)
         if isinstance(result, Unavailable):
-            outage.failed(result.reason)
+            outage.failed(result.reason, result.component)
             outage.pause()  # grows the delay of the messages handed back during this outage
             down = result
         elif result is not None:

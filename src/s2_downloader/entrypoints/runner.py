@@ -211,7 +211,8 @@ class Runner:
                     visibility_timeout=self._visibility,
                 )
             except QueueError as exc:
-                self.queue_outage.failed(str(exc))
+                if self.queue_outage.failed(str(exc), "queue"):
+                    self.metrics.outage("queue")
                 self.stopping.wait(self.queue_outage.pause())
                 continue
             self.queue_outage.recovered()
@@ -267,7 +268,8 @@ class Runner:
             result = outcome_for(message.body, self.context, self.check_url, message_id=message.message_id)
             observe(self.metrics, result, first_delivery=message.receive_count <= 1)
             if isinstance(result, Unavailable):
-                self.outage.failed(result.reason)
+                if self.outage.failed(result.reason, result.component):
+                    self.metrics.outage(result.component)
                 outcome_name = "unavailable"
             else:
                 self.outage.recovered()
