@@ -15,6 +15,7 @@ from s2_downloader.adapters.metrics import NAMESPACE
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
 HANDLER = "s2_downloader.entrypoints.lambda_handler.handler"
+REQUEUER_HANDLER = "s2_downloader.entrypoints.requeue_handler.handler"
 #: The code's default for MAX_DEFER_SECONDS (docs/interface.md): 48 hours.
 CODE_MAX_DEFER_SECONDS = 172_800
 
@@ -233,16 +234,17 @@ def iam_problems(template: Template) -> list[str]:
 
 
 def function_problems(template: Template) -> list[str]:
-    """The function runs the documented handler on Python 3.11."""
+    """Two functions, the downloader and HLS's requeuer, on their documented handlers and Python 3.11."""
     functions = _resources(template, "AWS::Serverless::Function")
-    if len(functions) != 1:
-        return [f"expected one function, found {len(functions)}"]
-    [props] = [f["Properties"] for f in functions.values()]
+    handlers = sorted(str(f["Properties"].get("Handler")) for f in functions.values())
     problems = []
-    if props.get("Handler") != HANDLER:
-        problems.append(f"handler {props.get('Handler')!r}")
-    if props.get("Runtime") != "python3.11":
-        problems.append(f"runtime {props.get('Runtime')!r}")
+    if handlers != sorted([HANDLER, REQUEUER_HANDLER]):
+        problems.append(f"handlers {handlers!r}")
+    problems += [
+        f"{name}: runtime {f['Properties'].get('Runtime')!r}"
+        for name, f in functions.items()
+        if f["Properties"].get("Runtime") != "python3.11"
+    ]
     return problems
 
 
