@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Final, Self
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
+from s2_downloader.testing.processes import log_tail
 from s2_downloader.testing.s3 import s3_client
 from s2_downloader.testing.sqs import REGION
 
@@ -46,7 +47,6 @@ _PORT_LOW: Final = 20000
 _PORT_HIGH: Final = 55000
 _POLL_SECONDS: Final = 0.1
 _START_ATTEMPTS: Final = 3
-_TAIL_BYTES: Final = 4000
 #: The bucket made to probe readiness: S3 answers before its filer can store anything.
 _PROBE_BUCKET: Final = "s2dl-ready-probe"
 
@@ -97,12 +97,6 @@ def _remove_sockets(ports: tuple[int, ...]) -> None:
         for name in (f"seaweedfs-*-{port}.sock", f"seaweedfs-*-grpc-{port + _GRPC_OFFSET}.sock"):
             for leftover in Path("/tmp").glob(name):  # noqa: S108 - weed's fixed place
                 leftover.unlink(missing_ok=True)
-
-
-def _tail(log: IO[bytes]) -> str:
-    size = os.fstat(log.fileno()).st_size
-    start = max(0, size - _TAIL_BYTES)
-    return os.pread(log.fileno(), size - start, start).decode("utf-8", errors="replace").strip()
 
 
 @attrs.define
@@ -210,6 +204,9 @@ class ThrowawaySeaweed:
             f"-filer.port={filer}",
             "-s3",
             f"-s3.port={s3}",
+            # Listeners on fixed ports (8181, 9101) would keep a second server from starting.
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-volume.max=100",
             "-master.volumeSizeLimitMB=1024",
             "-master.telemetry=false",
@@ -231,7 +228,7 @@ class ThrowawaySeaweed:
         while True:
             code = self._process.poll()
             if code is not None:
-                msg = f"SeaweedFS exited with {code} before its S3 answered: {_tail(self._log)}"
+                msg = f"SeaweedFS exited with {code} before its S3 answered: {log_tail(self._log)}"
                 raise SeaweedError(msg)
             with contextlib.suppress(BotoCoreError, ClientError):
                 # Ready means a bucket can be made and removed, not only that the port is open.
@@ -241,7 +238,7 @@ class ThrowawaySeaweed:
             if time.monotonic() > deadline:
                 msg = (
                     f"SeaweedFS did not serve S3 on {self.endpoint_url} within "
-                    f"{self.startup_timeout:g} s: {_tail(self._log)}"
+                    f"{self.startup_timeout:g} s: {log_tail(self._log)}"
                 )
                 raise SeaweedError(msg)
             time.sleep(_POLL_SECONDS)

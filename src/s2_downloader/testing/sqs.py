@@ -28,6 +28,8 @@ import attrs
 import boto3
 from botocore.config import Config
 
+from s2_downloader.testing.processes import log_tail
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
@@ -40,7 +42,6 @@ _CREDENTIAL: Final = "testing"
 _POLL_SECONDS: Final = 0.05
 _STOP_GRACE_SECONDS: Final = 5.0
 _PORT_ATTEMPTS: Final = 3
-_TAIL_BYTES: Final = 4000
 
 
 class SqsServerError(RuntimeError):
@@ -66,13 +67,6 @@ def _free_port(host: str) -> int:
         msg = f"cannot bind a port on {host}: {exc.strerror or exc}"
         raise SqsServerError(msg) from exc
     return port
-
-
-def _tail(log: IO[bytes]) -> str:
-    # pread leaves the offset the child shares with us alone.
-    size = os.fstat(log.fileno()).st_size
-    start = max(0, size - _TAIL_BYTES)
-    return os.pread(log.fileno(), size - start, start).decode("utf-8", errors="replace").strip()
 
 
 @attrs.define
@@ -234,7 +228,7 @@ class ThrowawaySqs:
         while True:
             code = self._process.poll()
             if code is not None:
-                msg = f"moto server exited with {code} before answering: {_tail(self._log)}"
+                msg = f"moto server exited with {code} before answering: {log_tail(self._log)}"
                 raise SqsServerError(msg)
             try:
                 with opener.open(f"{self.endpoint_url}/moto-api/data.json", timeout=1):
@@ -246,7 +240,7 @@ class ThrowawaySqs:
             if time.monotonic() > deadline:
                 msg = (
                     f"moto server did not answer on {self.endpoint_url} within "
-                    f"{self.startup_timeout:g} s: {_tail(self._log)}"
+                    f"{self.startup_timeout:g} s: {log_tail(self._log)}"
                 )
                 raise SqsServerError(msg)
             time.sleep(_POLL_SECONDS)
