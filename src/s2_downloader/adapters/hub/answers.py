@@ -17,11 +17,12 @@ import urllib3
 from s2_downloader.adapters.hub.bodies import SNIPPET, error_text
 from s2_downloader.adapters.hub.urls import safe_url
 from s2_downloader.domain.errors import FailureKind, HubError
+from s2_downloader.domain.retry import MAX_DELAY_SECONDS
 
 __all__ = ["HTTP_DATE", "MAX_RETRY_AFTER", "failure", "is_md5", "parse_retry_after"]
 
-#: The contract's cap on any back-off, Retry-After included.
-MAX_RETRY_AFTER = 900.0
+#: The contract's cap on any back-off, Retry-After included: SQS's longest delay.
+MAX_RETRY_AFTER = float(MAX_DELAY_SECONDS)
 #: What an HTTP-date may look like before it is parsed: printable ASCII, not too long.
 HTTP_DATE = re.compile(r"[\x20-\x7e]{1,64}", re.ASCII)
 
