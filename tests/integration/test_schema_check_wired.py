@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,9 @@ import psycopg
 import pytest
 
 from s2_downloader.adapters.postgres.schema_check import SchemaOutdated
+from s2_downloader.domain.errors import StoreError
 from s2_downloader.entrypoints import lambda_handler
+from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.fixtures_stack import run_cli
 from tests.integration.test_lambda_handler import FakeLambdaContext, _event
@@ -106,3 +109,24 @@ def _delayed(pipeline: Pipeline) -> int:
         QueueUrl=pipeline.queues.download_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_a_database_down_at_cold_start_is_an_outage_that_spends_no_receive_count(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN the database unreachable when the container is built THEN, once the invocation's time
+    for retries is spent, the record is re-sent with a delay, its original deleted, Outages counts
+    Component=database, and the invocation raises."""
+    pipeline.seed([("COLDDB", 64 * KIB)])
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1")
+    event = _event(pipeline, 1)
+    # Only just more than the stop margin: no time for a second try.
+    context = FakeLambdaContext(deadline=time.monotonic() + LAMBDA_STOP_MARGIN_SECONDS + 1)
+
+    with pytest.raises(StoreError):
+        lambda_handler.handler(event, context)
+
+    outages = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Outages"' in line]
+    assert ["database"] == [record["Component"] for record in outages]
+    assert ((0, 0), 1) == (_queue_counts(pipeline), _delayed(pipeline))

@@ -16,16 +16,36 @@ import psycopg.conninfo
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s2_downloader.adapters.secret_values import secret_problem
+from s2_downloader.domain.errors import S2DownloaderError
 from s2_downloader.entrypoints.config import ConfigError, HubCredentials, Settings
 
-__all__ = ["database_url", "hub_credentials"]
+__all__ = ["SecretsUnavailable", "database_url", "hub_credentials"]
+
+
+class SecretsUnavailable(S2DownloaderError):
+    """Secrets Manager could not be reached or refused us for now: an outage, not bad configuration."""
+
+
+#: Answers that say the configuration is wrong (no retry helps); any other error is an outage.
+_CONFIGURATION_ERRORS = frozenset(
+    {"ResourceNotFoundException", "InvalidParameterException", "ValidationException"}
+)
 
 
 def _secret(arn: str, variable: str) -> dict[str, Any]:
     try:
         value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
         document = json.loads(value)
-    except (BotoCoreError, ClientError, KeyError, ValueError) as exc:
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _CONFIGURATION_ERRORS:
+            raise ConfigError(variable, f"could not read secret {arn}: {code}") from None
+        raise SecretsUnavailable(f"Secrets Manager: could not read secret {arn}: {code or 'error'}") from None
+    except BotoCoreError as exc:
+        raise SecretsUnavailable(
+            f"Secrets Manager: could not read secret {arn}: {type(exc).__name__}"
+        ) from None
+    except (KeyError, ValueError) as exc:
         raise ConfigError(variable, f"could not read secret {arn}: {type(exc).__name__}") from None
     if not isinstance(document, dict):
         raise ConfigError(variable, f"secret {arn} is not a JSON object")

@@ -28,9 +28,11 @@ import attrs
 from s2_downloader.adapters.metrics import Metrics, NullMetrics
 from s2_downloader.adapters.postgres.schema_check import SchemaOutdated
 from s2_downloader.adapters.sqs import queue_url_of_arn
+from s2_downloader.adapters.ssm import SsmError
 from s2_downloader.domain import AttemptContext
-from s2_downloader.domain.errors import QueueError, S2DownloaderError
+from s2_downloader.domain.errors import FileStoreError, QueueError, S2DownloaderError, StoreError
 from s2_downloader.entrypoints.config import ConfigError, Settings
+from s2_downloader.entrypoints.credentials import SecretsUnavailable
 from s2_downloader.entrypoints.dispatch import (
     Delete,
     HandBack,
@@ -119,11 +121,7 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
     Raises ``BatchNotHandled`` when that would name every record (see the module's doc).
     """
     settings = _settings(event)
-    try:
-        container = _container(settings)
-    except SchemaOutdated as exc:
-        _hand_back_for_outage(event, settings, "schema", exc)
-        raise
+    container = _cold_start(event, settings, context)
     response = process_batch(
         event,
         context,
@@ -139,6 +137,55 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
         container.files.sweep_some_leftovers()
     _raise_if_nothing_handled(event, response)
     return response
+
+
+#: The first pause between cold-start attempts; it doubles, within the invocation's time.
+_COLD_START_PAUSE_SECONDS = 1.0
+
+
+def _outage_component(exc: Exception) -> str | None:
+    """Which part an error at cold start says is out; ``None`` when it is not an outage."""
+    if isinstance(exc, SchemaOutdated):
+        return "schema"
+    if isinstance(exc, SecretsUnavailable):
+        return "secrets"
+    if isinstance(exc, SsmError):
+        return "token"
+    if isinstance(exc, FileStoreError):
+        return "store"
+    if isinstance(exc, QueueError):
+        return "queue"
+    if isinstance(exc, StoreError):
+        return "database"
+    return None
+
+
+def _cold_start(event: Mapping[str, Any], settings: Settings, context: LambdaContext) -> Container:
+    """The execution environment's container; an outage while building it is retried with back-off
+    within the invocation's time, then handed back (``_hand_back_for_outage``) and raised.
+
+    A schema older than the code is not retried: no pause makes ``migrate`` run.
+    """
+    pause = _COLD_START_PAUSE_SECONDS
+    while True:
+        try:
+            return _container(settings)
+        except Exception as exc:
+            component = _outage_component(exc)
+            if component is None:
+                raise  # configuration, or a bug: as before
+            left = context.get_remaining_time_in_millis() / 1000 - LAMBDA_STOP_MARGIN_SECONDS
+            if component == "schema" or left < pause:
+                _hand_back_for_outage(event, settings, component, exc)
+                raise
+            _log.warning(
+                "cold start failed (%s); trying again in %.0f s",
+                component,
+                pause,
+                extra={"event": "cold_start_retry", "component": component, "error": str(exc)},
+            )
+            time.sleep(pause)
+            pause *= 2
 
 
 def _hand_back_for_outage(
