@@ -113,43 +113,61 @@ def _modules(root: Path) -> Iterator[Path]:
 
 
 def scan(root: Path = PACKAGE) -> Scan:
-    """Every AWS operation called by the modules under ``root`` (``testing/`` excepted)."""
-    operations = _operations()
-    calls: list[Call] = []
-    services: set[str] = set()
-    unresolved: list[str] = []
+    """Every AWS operation the modules under ``root`` (``testing/`` excepted) call or hand on."""
+    found = _Found()
     for path in _modules(root):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
-            name = _called_name(node)
-            where = f"{path.relative_to(root)}:{node.lineno}"
-            if name in {"client", "resource"}:
-                service = _literal(node, "service_name")
-                if service is None:
-                    if name == "client":
-                        unresolved.append(f"{where}: a client whose service is not a literal")
-                    continue
-                if name == "resource":
-                    unresolved.append(f"{where}: boto3 resource {service!r} (its calls cannot be scanned)")
-                services.add(service)
-                if service not in SERVICES:
-                    unresolved.append(f"{where}: a client for {service!r}, which no policy covers")
-                continue
-            if name in _OPAQUE:
-                unresolved.append(f"{where}: {name}() calls operations the scan cannot name")
-                continue
-            if name == "get_paginator":
-                name = _literal(node, "operation_name")
-                if name is None:
-                    unresolved.append(f"{where}: a paginator whose operation is not a literal")
-                    continue
-            elif name == "getattr":
-                name = _getattr_name(node)
-            for service, operation in operations.get(name or "", ()):
-                call = Call(service=service, operation=operation, where=where)
-                calls.append(call)
-                if call.action is None:
-                    unresolved.append(f"{where}: {service} {operation} has no IAM action in facts.IAM_ACTION")
-    return Scan(calls=tuple(calls), services=frozenset(services), unresolved=tuple(unresolved))
+            where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Attribute):
+                # Called or not: ``pool.submit(client.upload_part, ...)`` uses it as much.
+                found.operation(node.attr, where)
+            elif isinstance(node, ast.Call):
+                _call(node, where, found)
+    return Scan(
+        calls=tuple(found.calls), services=frozenset(found.services), unresolved=tuple(found.unresolved)
+    )
+
+
+@attrs.define
+class _Found:
+    calls: list[Call] = attrs.field(factory=list)
+    services: set[str] = attrs.field(factory=set)
+    unresolved: list[str] = attrs.field(factory=list)
+
+    def operation(self, name: str, where: str) -> None:
+        for service, operation in _operations().get(name, ()):
+            call = Call(service=service, operation=operation, where=where)
+            self.calls.append(call)
+            if call.action is None:
+                self.unresolved.append(
+                    f"{where}: {service} {operation} has no IAM action in facts.IAM_ACTION"
+                )
+
+
+def _call(node: ast.Call, where: str, found: _Found) -> None:
+    """What a call says beyond its attribute: a client's service, a paginator's or getattr's operation."""
+    name = _called_name(node)
+    if name in {"client", "resource"}:
+        service = _literal(node, "service_name")
+        if service is None:
+            if name == "client":
+                found.unresolved.append(f"{where}: a client whose service is not a literal")
+            return
+        if name == "resource":
+            found.unresolved.append(f"{where}: boto3 resource {service!r} (its calls cannot be scanned)")
+        found.services.add(service)
+        if service not in SERVICES:
+            found.unresolved.append(f"{where}: a client for {service!r}, which no policy covers")
+    elif name in _OPAQUE:
+        found.unresolved.append(f"{where}: {name}() calls operations the scan cannot name")
+    elif name == "get_paginator":
+        operation = _literal(node, "operation_name")
+        if operation is None:
+            found.unresolved.append(f"{where}: a paginator whose operation is not a literal")
+        else:
+            found.operation(operation, where)
+    elif name == "getattr":
+        operation = _getattr_name(node)
+        if operation is not None:
+            found.operation(operation, where)

@@ -85,7 +85,8 @@ def test_the_scan_reports_what_it_cannot_map(tmp_path: Path) -> None:
         "    client.get_waiter('object_exists')\n"
         "    boto3.resource('s3')\n"
         "    getattr(client, 'send_message')(QueueUrl='u', MessageBody='b')\n"
-        "    client.get_paginator('list_multipart_uploads')\n",
+        "    client.get_paginator('list_multipart_uploads')\n"
+        "    pool.submit(client.abort_multipart_upload, Bucket='b', Key='k', UploadId='u')\n",
         encoding="utf-8",
     )
     (tmp_path / "testing").mkdir()
@@ -100,7 +101,12 @@ def test_the_scan_reports_what_it_cannot_map(tmp_path: Path) -> None:
         "module.py:6: get_waiter() calls operations the scan cannot name",
         "module.py:7: boto3 resource 's3' (its calls cannot be scanned)",
     ] == sorted(found.unresolved)
-    assert {("sqs", "TagQueue"), ("sqs", "SendMessage"), ("s3", "ListMultipartUploads")} == found.operations
+    assert {
+        ("sqs", "TagQueue"),
+        ("sqs", "SendMessage"),
+        ("s3", "ListMultipartUploads"),
+        ("s3", "AbortMultipartUpload"),
+    } == found.operations
 
 
 # -- the facts against the code --------------------------------------------------------------------
