@@ -19,8 +19,8 @@ test: $(STAMP) lint type
 	$(PY) -m pytest tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks deploy
+	$(PY) -m ruff format --check src tests benchmarks deploy
 
 type: $(STAMP)
 	$(PY) -m mypy --strict
@@ -32,8 +32,8 @@ integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests benchmarks
-	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks deploy
+	$(PY) -m ruff check --fix src tests benchmarks deploy
 
 ## demo: the whole pipeline on 127.0.0.1 with synthetic granules (DEMO_STORE=s3: into a local bucket)
 demo: $(STAMP)

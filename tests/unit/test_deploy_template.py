@@ -3,68 +3,34 @@
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cfnlint.api import lint  # type: ignore[import-untyped]  # cfn-lint ships no py.typed
 
 from s2_downloader.adapters.metrics import NAMESPACE
+from s2_downloader.entrypoints.config import Settings
+from s2_downloader_cdk import facts
+from tests.deploy_templates import SAM_TEMPLATE as TEMPLATE
+from tests.deploy_templates import Template, as_list, branches, resources, sam_template
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
-HANDLER = "s2_downloader.entrypoints.lambda_handler.handler"
-REQUEUER_HANDLER = "s2_downloader.entrypoints.requeue_handler.handler"
 #: The code's default for MAX_DEFER_SECONDS (docs/interface.md): 48 hours.
 CODE_MAX_DEFER_SECONDS = 172_800
-
-Template = dict[str, Any]
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """A YAML loader that reads CloudFormation's short tags (!Ref, !Sub, !GetAtt ...) as their long forms."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "Condition":
-        return {"Condition": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load(text: str) -> Template:
-    """The template as plain data, short tags turned into their long forms."""
-    data = yaml.load(text, Loader=_CfnLoader)  # a SafeLoader subclass: no arbitrary objects
-    assert isinstance(data, dict)
-    return data
 
 
 @pytest.fixture(scope="module")
 def template() -> Template:
     """The template as shipped."""
-    return load(TEMPLATE.read_text(encoding="utf-8"))
+    return sam_template()
 
 
 # -- reading the template -------------------------------------------------------------
 
-
-def _resources(template: Template, kind: str) -> dict[str, dict[str, Any]]:
-    return {name: res for name, res in template["Resources"].items() if res.get("Type") == kind}
+_resources = resources
+_branches = branches
+_as_list = as_list
 
 
 def _default(template: Template, value: Any) -> Any:
@@ -84,22 +50,6 @@ def _possible(template: Template, value: Any) -> list[int]:
     return [int(value)]
 
 
-def _branches(value: Any) -> Iterator[Any]:
-    """Every value a property can resolve to, following both branches of each Fn::If."""
-    if isinstance(value, dict) and set(value) == {"Fn::If"}:
-        _, when_true, when_false = value["Fn::If"]
-        yield from _branches(when_true)
-        yield from _branches(when_false)
-    elif isinstance(value, dict) and value == {"Ref": "AWS::NoValue"}:
-        return
-    else:
-        yield value
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def _statements(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, role in _resources(template, "AWS::IAM::Role").items():
         for policy in _as_list(role["Properties"].get("Policies", [])):
@@ -115,7 +65,7 @@ def _statements(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def mapping_problems(template: Template) -> list[str]:
-    """The SQS event source mapping: partial batch responses, concurrency 14 by default, batch <= 10."""
+    """The SQS event source mapping: partial batch responses, HLS's batch size and concurrency by default."""
     mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
     if len(mappings) != 1:
         return [f"expected one event source mapping, found {len(mappings)}"]
@@ -124,20 +74,29 @@ def mapping_problems(template: Template) -> list[str]:
     if "ReportBatchItemFailures" not in props.get("FunctionResponseTypes", []):
         problems.append("FunctionResponseTypes lacks ReportBatchItemFailures")
     concurrency = props.get("ScalingConfig", {}).get("MaximumConcurrency")
-    if _default(template, concurrency) != 14:
-        problems.append(f"MaximumConcurrency defaults to {_default(template, concurrency)!r}, not 14")
+    if _default(template, concurrency) != facts.MAX_CONCURRENCY:
+        problems.append(
+            f"MaximumConcurrency defaults to {_default(template, concurrency)!r}, not {facts.MAX_CONCURRENCY}"
+        )
+    if _default(template, props.get("BatchSize", 10)) != facts.BATCH_SIZE:
+        problems.append(f"BatchSize defaults to {_default(template, props.get('BatchSize'))!r}")
     if max(_possible(template, props.get("BatchSize", 10))) > 10:
         problems.append("BatchSize may exceed 10, more records than one invocation can be given")
     return problems
 
 
 def visibility_problems(template: Template) -> list[str]:
-    """Every download queue's visibility timeout is at least six times every allowed function timeout."""
+    """Every download queue's visibility timeout is at least six times every allowed downloader timeout."""
     functions = {
         **_resources(template, "AWS::Serverless::Function"),
         **_resources(template, "AWS::Lambda::Function"),
     }
-    timeouts = [t for f in functions.values() for t in _possible(template, f["Properties"].get("Timeout", 3))]
+    timeouts = [
+        t
+        for f in functions.values()
+        if f["Properties"].get("Handler") == facts.HANDLER
+        for t in _possible(template, f["Properties"].get("Timeout", 3))
+    ]
     problems = []
     queues = _resources(template, "AWS::SQS::Queue")
     for name, queue in queues.items():
@@ -146,7 +105,7 @@ def visibility_problems(template: Template) -> list[str]:
         visibility = queue["Properties"].get("VisibilityTimeout", 30)
         for timeout in timeouts:
             seconds = _resolve_visibility(template, visibility, timeout)
-            if seconds < 6 * timeout:
+            if seconds < facts.VISIBILITY_TIMEOUT_FACTOR * timeout:
                 problems.append(f"{name}: visibility {seconds} s < 6 x function timeout {timeout} s")
     if not any("RedrivePolicy" in q["Properties"] for q in queues.values()):
         problems.append("no queue with a dead-letter redrive policy")
@@ -162,7 +121,8 @@ def _resolve_visibility(template: Template, visibility: Any, timeout: int) -> in
 
 
 def alarm_problems(template: Template) -> list[str]:
-    """The four alarms exist; the no-download one watches the emitted metric, silence as breaching."""
+    """The alarms of docs/interface.md section 10 exist, Outages per component; the no-download one
+    watches the emitted metric, silence as breaching."""
     alarms = [a["Properties"] for a in _resources(template, "AWS::CloudWatch::Alarm").values()]
 
     def find(namespace: str, metric: str) -> list[dict[str, Any]]:
@@ -178,6 +138,21 @@ def alarm_problems(template: Template) -> list[str]:
         ]
         if not find(namespace, metric)
     ]
+    components = {
+        d["Value"]
+        for alarm in find(NAMESPACE, "Outages")
+        for d in alarm.get("Dimensions", [])
+        if d["Name"] == "Component"
+        and alarm.get("Threshold") == 0
+        and alarm.get("ComparisonOperator") == "GreaterThanThreshold"
+    }
+    problems += [f"no alarm on Outages > 0 for {c}" for c in facts.OUTAGE_COMPONENTS if c not in components]
+    for alarm in find("AWS/Lambda", "Errors"):
+        if (alarm.get("EvaluationPeriods"), alarm.get("Threshold")) != (
+            facts.ERRORS_ALARM_EVALUATION_PERIODS,
+            1,
+        ):
+            problems.append("the errors alarm is not HLS's (Errors >= 1 in three periods running)")
     for alarm in find(NAMESPACE, "DownloadsVerified"):
         if alarm.get("TreatMissingData") != "breaching":
             problems.append("the no-download alarm does not treat missing data as breaching")
@@ -203,13 +178,7 @@ def lifecycle_problems(template: Template) -> list[str]:
 
 
 #: The only actions a statement may grant on every resource: the VPC network interfaces of the function.
-_UNSCOPABLE = {
-    "ec2:CreateNetworkInterface",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DeleteNetworkInterface",
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:UnassignPrivateIpAddresses",
-}
+_UNSCOPABLE = facts.VPC_ACTIONS
 
 
 def iam_problems(template: Template) -> list[str]:
@@ -234,18 +203,34 @@ def iam_problems(template: Template) -> list[str]:
 
 
 def function_problems(template: Template) -> list[str]:
-    """Two functions, the downloader and HLS's requeuer, on their documented handlers and Python 3.11."""
-    functions = _resources(template, "AWS::Serverless::Function")
-    handlers = sorted(str(f["Properties"].get("Handler")) for f in functions.values())
+    """The downloader and the requeuer run the documented handlers on Python 3.11, with HLS's sizes."""
+    functions = [f["Properties"] for f in _resources(template, "AWS::Serverless::Function").values()]
+    expected = {
+        facts.HANDLER: (facts.FUNCTION_TIMEOUT_SECONDS, facts.MEMORY_MB),
+        facts.REQUEUE_HANDLER: (facts.REQUEUER_TIMEOUT_SECONDS, facts.REQUEUER_MEMORY_MB),
+    }
+    handlers = sorted(str(props.get("Handler")) for props in functions)
+    if handlers != sorted(expected):
+        return [f"handlers {handlers}, not {sorted(expected)}"]
     problems = []
-    if handlers != sorted([HANDLER, REQUEUER_HANDLER]):
-        problems.append(f"handlers {handlers!r}")
-    problems += [
-        f"{name}: runtime {f['Properties'].get('Runtime')!r}"
-        for name, f in functions.items()
-        if f["Properties"].get("Runtime") != "python3.11"
-    ]
+    for props in functions:
+        handler = props["Handler"]
+        if props.get("Runtime") != facts.RUNTIME:
+            problems.append(f"{handler}: runtime {props.get('Runtime')!r}")
+        sizes = (_default(template, props.get("Timeout")), _default(template, props.get("MemorySize")))
+        if sizes != expected[handler]:
+            problems.append(f"{handler}: timeout and memory {sizes}, not {expected[handler]}")
     return problems
+
+
+def queue_problems(template: Template) -> list[str]:
+    """The created download queue moves a message to the dead-letter queue after HLS's ten receives."""
+    receives = _default(
+        template, template["Resources"]["DownloadQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    )
+    if receives != facts.MAX_RECEIVE_COUNT:
+        return [f"maxReceiveCount defaults to {receives!r}, not {facts.MAX_RECEIVE_COUNT}"]
+    return []
 
 
 CHECKS: list[Callable[[Template], list[str]]] = [
@@ -255,6 +240,7 @@ CHECKS: list[Callable[[Template], list[str]]] = [
     lifecycle_problems,
     iam_problems,
     function_problems,
+    queue_problems,
 ]
 
 
@@ -365,6 +351,26 @@ MUTATIONS: dict[str, tuple[Callable[[Template], None], Callable[[Template], list
         lambda t: t["Resources"]["Function"]["Properties"].update(Handler="app.handler"),
         function_problems,
     ),
+    "the requeuer on another runtime": (
+        lambda t: t["Resources"]["RequeuerFunction"]["Properties"].update(Runtime="python3.9"),
+        function_problems,
+    ),
+    "an outage component without its alarm": (
+        lambda t: t["Resources"].pop("OutageTokenAlarm") and None,
+        alarm_problems,
+    ),
+    "the errors alarm after one period": (
+        lambda t: _alarm(t, "Errors").update(EvaluationPeriods=1),
+        alarm_problems,
+    ),
+    "batch size 10 by default": (
+        lambda t: t["Parameters"]["BatchSize"].update(Default=10),
+        mapping_problems,
+    ),
+    "twenty receives": (
+        lambda t: t["Parameters"]["MaxReceiveCount"].update(Default=20),
+        queue_problems,
+    ),
 }
 
 
@@ -377,3 +383,42 @@ def test_each_check_catches_a_broken_copy(name: str, template: Template) -> None
     mutate(broken)
 
     assert [] != check(broken)
+
+
+def test_the_facts_are_the_codes() -> None:
+    """The handlers the facts name exist, and the namespace and deferral budget are the code's."""
+    for handler in (facts.HANDLER, facts.REQUEUE_HANDLER):
+        module, name = handler.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), name)), handler
+    assert NAMESPACE == facts.METRICS_NAMESPACE
+    assert Settings().max_defer_seconds == facts.MAX_DEFER_SECONDS == CODE_MAX_DEFER_SECONDS
+    assert facts.ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS * 86_400 > facts.MAX_DEFER_SECONDS
+
+
+def test_the_template_defaults_are_the_facts(template: Template) -> None:
+    """Each parameter default that mirrors a fact equals it (the CDK test checks the same facts)."""
+    defaults = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+    assert {
+        "BatchSize": facts.BATCH_SIZE,
+        "MaxConcurrency": facts.MAX_CONCURRENCY,
+        "MaxReceiveCount": facts.MAX_RECEIVE_COUNT,
+        "FunctionTimeout": facts.FUNCTION_TIMEOUT_SECONDS,
+        "MemorySize": facts.MEMORY_MB,
+        "MaxDeferSeconds": facts.MAX_DEFER_SECONDS,
+        "AbortIncompleteUploadsAfterDays": facts.ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
+        "NoDownloadAlarmHours": facts.NO_DOWNLOAD_ALARM_HOURS,
+        "OldestMessageAlarmSeconds": facts.OLDEST_MESSAGE_ALARM_SECONDS,
+    } == {
+        name: defaults[name]
+        for name in (
+            "BatchSize",
+            "MaxConcurrency",
+            "MaxReceiveCount",
+            "FunctionTimeout",
+            "MemorySize",
+            "MaxDeferSeconds",
+            "AbortIncompleteUploadsAfterDays",
+            "NoDownloadAlarmHours",
+            "OldestMessageAlarmSeconds",
+        )
+    }

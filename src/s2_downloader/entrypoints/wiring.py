@@ -18,6 +18,7 @@ import urllib3
 from botocore.config import Config
 from psycopg_pool import ConnectionPool
 
+from s2_downloader.adapters.granule_queries import GranuleQueries
 from s2_downloader.adapters.hub import CdseHub, CdseTokens, DhusHub, TokenSource
 from s2_downloader.adapters.hub.ssm_tokens import SsmTokens, hls_token_parameter
 from s2_downloader.adapters.metrics import EmfMetrics, Metrics, NullMetrics
@@ -46,9 +47,11 @@ __all__ = [
     "LAMBDA_STOP_MARGIN_SECONDS",
     "Container",
     "NoUploads",
+    "RequeueContainer",
     "SystemClock",
     "build",
     "build_hub",
+    "build_requeue",
     "build_store",
     "cdse_token_source",
     "check_not_fifo",
@@ -402,4 +405,36 @@ def build(
         uploads=uploads,
         context=context,
         metrics=NullMetrics() if metrics is None else metrics,
+    )
+
+
+# -- the requeuer's Lambda handler ---------------------------------------------------------------
+
+
+@attrs.define
+class RequeueContainer:
+    """What the requeuer's handler uses, built once per execution environment."""
+
+    queue_url: str
+    db_pool: ConnectionPool[Any] = attrs.field(repr=False)
+    queries: GranuleQueries
+    queue: SqsQueue
+
+    def close(self) -> None:
+        """Close the pool."""
+        self.db_pool.close()
+
+
+def build_requeue(settings: Settings) -> RequeueContainer:
+    """The requeuer's adapters: granule queries on one connection, the download queue (Lambda timeouts)."""
+    settings.require_database()
+    queue_url = settings.download_queue_url
+    if queue_url is None:
+        raise ConfigError("TO_DOWNLOAD_SQS_QUEUE_URL", "required for the requeuer, but not set")
+    pool = open_checked_database(settings, max_size=1)
+    return RequeueContainer(
+        queue_url=queue_url,
+        db_pool=pool,
+        queries=GranuleQueries(pool),
+        queue=SqsQueue(client=_sqs_client(1, long_poll=False), url=queue_url),
     )

@@ -31,7 +31,13 @@ from s2_downloader.adapters.postgres.pool import conninfo_of, describe_error
 from s2_downloader.domain.errors import StoreError
 from s2_downloader.domain.granule import State
 
-__all__ = ["migrate"]
+__all__ = ["KEY_LEASE_DDL", "KEY_LEASE_TABLE", "migrate"]
+
+#: The S3 store's key leases (who uploads to a key), as migrate and the alembic revision create it.
+KEY_LEASE_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS s3_key_lease (key text PRIMARY KEY,"
+    " granule_id varchar(256) NOT NULL, lease_expires_at timestamptz NOT NULL)"
+)
 
 #: Any constant both migrators agree on; "S2DL" in ASCII.
 _MIGRATION_LOCK: Final = 0x5332444C
@@ -220,10 +226,7 @@ def _create_side_tables(conn: psycopg.Connection[Any]) -> list[str]:
         conn.execute("CREATE TABLE status (key_name varchar(256) PRIMARY KEY, value varchar(256) NOT NULL)")
         done.append("status table")
     if not _table_exists(conn, KEY_LEASE_TABLE):
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS s3_key_lease (key text PRIMARY KEY,"
-            " granule_id varchar(256) NOT NULL, lease_expires_at timestamptz NOT NULL)"
-        )
+        conn.execute(KEY_LEASE_DDL)
         done.append(f"{KEY_LEASE_TABLE} table")
     return done
 
