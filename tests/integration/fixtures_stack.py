@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from s2_downloader.entrypoints import lambda_handler
 from s2_downloader.testing.stack import Pipeline, S3Server, Services
 
-__all__ = ["pipeline", "s3_pipeline", "services"]
+__all__ = ["lambda_env", "pipeline", "s3_pipeline", "services"]
 
 #: The installed console script, next to the interpreter running the tests.
 CLI = str(Path(sys.executable).parent / "s2-downloader")
@@ -35,6 +36,17 @@ def pipeline(services: Services) -> Iterator[Pipeline]:
         yield made
     services.hub.rate_limit = None
     services.hub.token_lifetime = 600.0
+
+
+@pytest.fixture
+def lambda_env(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fresh Lambda execution environment in this process, on the pipeline's settings."""
+    for key, value in pipeline.env().items():
+        monkeypatch.setenv(key, value)
+    lambda_handler._container.cache_clear()
+    lambda_handler._log_outage_once.cache_clear()
+    yield
+    lambda_handler._container.cache_clear()
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -60,17 +59,6 @@ def test_a_command_on_an_older_schema_exits_2_naming_migrate(
         QueueUrl=pipeline.queues.download_url, MessageSystemAttributeNames=["ApproximateReceiveCount"]
     )["Messages"][0]
     assert "1" == message["Attributes"]["ApproximateReceiveCount"]
-
-
-@pytest.fixture
-def lambda_env(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A fresh execution environment on the pipeline's settings."""
-    for key, value in pipeline.env().items():
-        monkeypatch.setenv(key, value)
-    lambda_handler._container.cache_clear()
-    lambda_handler._log_outage_once.cache_clear()
-    yield
-    lambda_handler._container.cache_clear()
 
 
 @pytest.mark.usefixtures("lambda_env")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from s2_downloader.domain import Defer, Done, Failed, Outcome, Reject, RetryLater, State
-from s2_downloader.domain.errors import FailureKind, QueueError, StoreError, StoreUnavailable
+from s2_downloader.domain.errors import FailureKind, FileStoreError, QueueError, StoreError, StoreUnavailable
 from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.domain.retry import DEFERRAL_BUDGET_FAILURES
 from s2_downloader.entrypoints.dispatch import INFRASTRUCTURE_ERRORS
@@ -135,6 +135,38 @@ class UseCaseMachine(RuleBasedStateMachine):
             self.world.crashes.arm(0)
         self._settle(message, outcome)
 
+    @rule(message=messages)
+    def deliver_while_the_whole_store_is_down(self, message: Message) -> None:
+        """The mount gone or the bucket unreachable: every write fails and so does the health check.
+
+        An outage: the message is handed back, and nothing is counted as the store's fault.
+        """
+        if message.number not in self.queue:
+            return
+        files, granule_id = self.world.files, message.request.id
+        kept = files.refused_writes.get(granule_id)
+        files.healthy = False
+        files.refused_writes[granule_id] = FileStoreError(f"{granule_id}: the mount is gone")
+        before = self.world.store.granules.get(granule_id)
+        try:
+            outcome = self.world.handle(message.request)
+        except INFRASTRUCTURE_ERRORS:
+            after = self.world.store.granules.get(granule_id)
+            if before is not None and after is not None:
+                assert before.download_retries == after.download_retries
+                assert after.state is not State.FAILED or before.state is State.FAILED
+            self.outages_met += 1
+            return
+        finally:
+            files.healthy = True
+            if kept is None:
+                files.refused_writes.pop(granule_id, None)
+            else:
+                files.refused_writes[granule_id] = kept
+        # Done (already verified), or the hub failed before a byte was written: never the store's count.
+        assert not (isinstance(outcome, RetryLater | Failed) and outcome.kind is FailureKind.STORE), outcome
+        self._settle(message, outcome)
+
     @rule(first=messages, second=messages, at_chunk=st.integers(min_value=0, max_value=3))
     def two_workers_at_once(self, first: Message, second: Message, at_chunk: int) -> None:
         if first.number not in self.queue or second.number not in self.queue or first == second:
@@ -184,6 +216,16 @@ class UseCaseMachine(RuleBasedStateMachine):
         key = World.key(granule_id)
         if key not in self.world.files.finals:
             self.world.files.finals[key] = junk
+
+    @rule(granule_id=st.sampled_from(IDS))
+    def store_refuses_one_granule(self, granule_id: str) -> None:
+        """A file where the granule's directory must be (EFS), a key the bucket refuses (S3): the store
+        is healthy, so each attempt is a counted ``store`` failure until the budget fails the granule."""
+        self.world.files.refused_writes[granule_id] = FileStoreError(f"{granule_id}: a file is in the way")
+
+    @rule(granule_id=st.sampled_from(IDS))
+    def store_stops_refusing_the_granule(self, granule_id: str) -> None:
+        self.world.files.refused_writes.pop(granule_id, None)
 
     @rule(seconds=st.sampled_from([1, 60, 601, 900, 3000]))
     def time_passes(self, seconds: int) -> None:
@@ -259,7 +301,8 @@ class UseCaseMachine(RuleBasedStateMachine):
             assert self.world.store.granules[message.request.id].state is State.FAILED
 
     def teardown(self) -> None:
-        """Drain: with the hub healthy again, every queued message reaches a terminal outcome."""
+        """Drain: with the hub healthy again (a store refusing a granule still does), every queued message
+        reaches a terminal outcome within its budgets."""
         self.world.hub.download_faults.clear()
         self.world.hub.checksum_faults.clear()
         for _ in range(4 * (MAX_RETRIES + 2)):

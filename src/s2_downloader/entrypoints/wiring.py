@@ -30,7 +30,7 @@ from s2_downloader.adapters.postgres import (
 )
 from s2_downloader.adapters.postgres.schema_check import check_schema
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
-from s2_downloader.adapters.ssm import SsmError, SsmParameter, ssm_client
+from s2_downloader.adapters.ssm import SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy
@@ -143,11 +143,9 @@ def _token_parameter(settings: Settings) -> SsmParameter | None:
     if settings.hub_credentials is not None or settings.stage is None:
         return None
     parameter = SsmParameter(client=ssm_client(), name=hls_token_parameter(settings.stage))
-    try:
-        found = parameter.exists()
-    except SsmError as exc:
-        raise ConfigError("STAGE", str(exc)) from None
-    return parameter if found else None
+    # SSM failing to answer (``SsmError``) is not a setting to fix but an outage of the
+    # token's component: raised as it is, for the entry point to retry and report.
+    return parameter if parameter.exists() else None
 
 
 def cdse_token_source(settings: Settings, http: urllib3.PoolManager) -> TokenSource:
