@@ -500,7 +500,7 @@ def _stream(seed: int, size: int, chunk: int) -> Iterator[bytes]:
         yield rng.randbytes(min(chunk, size - start))
 
 
-def _peak_while_uploading(client: S3Client, bucket: str, size: int, part: int) -> int:
+def _peak_while_uploading(client: S3Client, bucket: str, size: int, part: int, in_flight: int) -> int:
     checksum = hashlib.md5(usedforsecurity=False)
     for piece in _stream(size, size, 64 * 1024):
         checksum.update(piece)
@@ -510,9 +510,10 @@ def _peak_while_uploading(client: S3Client, bucket: str, size: int, part: int) -
         InMemoryUploadLedger(),
         lambda key: key.granule_id,
         part_size=part,
+        parts_in_flight=in_flight,
         min_part_size=PART,
     )
-    key = FileKey(granule_id=f"flat-{size}", filename="p.zip")
+    key = FileKey(granule_id=f"flat-{size}-{in_flight}", filename="p.zip")
     tracemalloc.start()
     try:
         with store.open_partial(key, checksum=checksum.hexdigest()) as partial:
@@ -524,14 +525,49 @@ def _peak_while_uploading(client: S3Client, bucket: str, size: int, part: int) -
         tracemalloc.stop()
 
 
-def test_memory_stays_flat_whatever_the_product_size(client: S3Client, bucket: str) -> None:
-    """Peak Python memory for a 16 MiB product is that of a 2 MiB one: about two parts, never the product."""
+@pytest.mark.parametrize("in_flight", [1, 2, 4])
+def test_memory_stays_flat_whatever_the_product_size(client: S3Client, bucket: str, in_flight: int) -> None:
+    """Peak Python memory for a 16 MiB product is that of a 2 MiB one, never the product: our own
+    buffers (the parts in flight and the one being filled; see the next test) and what the HTTP stack
+    holds of the bodies it is sending."""
     part = 256 * 1024
-    small = _peak_while_uploading(client, bucket, 2 * 1024 * 1024, part)
-    large = _peak_while_uploading(client, bucket, 16 * 1024 * 1024, part)
+    small = _peak_while_uploading(client, bucket, 2 * 1024 * 1024, part, in_flight)
+    large = _peak_while_uploading(client, bucket, 16 * 1024 * 1024, part, in_flight)
 
-    assert large < 5 * part, (small, large)
     assert large < small + part, (small, large)
+    assert large < (2 * in_flight + 3) * part, (small, large)
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_the_downloading_thread_holds_at_most_the_parts_in_flight_and_one_more(
+    client: S3Client, bucket: str, in_flight: int
+) -> None:
+    """After every write: no more than ``in_flight`` parts on their way and less than a part (plus the
+    chunk just written) in the buffer; the product completes with every part in order."""
+    part, chunk = 5 * PART, 700
+    product = os.urandom(40 * part + 123)
+    store = S3Store(
+        client,
+        bucket,
+        InMemoryUploadLedger(),
+        _stem_zip,
+        part_size=part,
+        parts_in_flight=in_flight,
+        min_part_size=PART,
+    )
+    key = FileKey(granule_id="g1", filename="g1.SAFE")
+    most = 0
+    with store.open_partial(key, checksum=md5(product)) as partial:
+        for start in range(0, len(product), chunk):
+            partial.write(product[start : start + chunk])
+            most = max(most, partial._in_flight.count)
+            assert len(partial._buffer) < part
+        store.promote(key)
+        numbers = [each.number for each in partial.parts]
+
+    assert 1 <= most <= in_flight
+    assert list(range(1, 42)) == numbers
+    assert product == _object(client, bucket, "g1.zip")
 
 
 def test_without_libcrypto_the_prefix_is_re_read_but_its_parts_are_not_re_sent(

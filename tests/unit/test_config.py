@@ -68,6 +68,9 @@ def test_defaults_are_the_contracts() -> None:
         ("S3_KEY_TEMPLATE", "{stem"),
         ("S3_KEY_TEMPLATE", "a\x01/{id}"),
         ("COPERNICUS_TOKEN_PARAMETER", "my token"),
+        ("S3_PARTS_IN_FLIGHT", "0"),
+        ("S3_PARTS_IN_FLIGHT", "17"),
+        ("S3_PARTS_IN_FLIGHT", "two"),
     ],
 )
 def test_a_malformed_value_names_its_variable(variable: str, value: str) -> None:
@@ -272,3 +275,11 @@ def test_cdse_credentials_may_be_a_token_parameter_alone() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(base).require_hub()
     assert "SCIHUB_USERNAME" == caught.value.variable
+
+
+def test_parts_in_flight_is_the_entry_points_to_choose_unless_set() -> None:
+    """Unset: ``None`` (the runner's 2, the Lambda's 4 are the entry points'); set: the number."""
+    assert (None, 3) == (
+        Settings.from_env({}).s3_parts_in_flight,
+        Settings.from_env({"S3_PARTS_IN_FLIGHT": "3"}).s3_parts_in_flight,
+    )

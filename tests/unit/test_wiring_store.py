@@ -15,6 +15,7 @@ from s2_downloader.adapters.postgres import PostgresKeyLeases, PostgresUploadLed
 from s2_downloader.adapters.store.efs import EfsFileStore
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain.errors import StoreUnavailable
+from s2_downloader.entrypoints import lambda_handler
 from s2_downloader.entrypoints.config import ConfigError, Settings
 from s2_downloader.entrypoints.wiring import build_store, store_for_status
 
@@ -90,3 +91,37 @@ def test_an_s3_that_cannot_be_reached_at_start_is_an_outage_not_a_setting(pool: 
 
     with pytest.raises(StoreUnavailable):
         build_store(settings, pool, s3=_stubbed_head_bucket(503, "ServiceUnavailable"))
+
+
+@pytest.mark.parametrize(
+    ("env", "lambda_", "expected"),
+    [
+        ({}, False, 2),
+        ({}, True, 4),
+        ({"S3_PARTS_IN_FLIGHT": "6"}, False, 6),
+        ({"S3_PARTS_IN_FLIGHT": "1"}, True, 1),
+    ],
+    ids=["runner default", "Lambda default", "runner set", "Lambda set"],
+)
+def test_parts_in_flight_default_per_entry_point_unless_set(
+    pool: ConnectionPool[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    lambda_: bool,
+    expected: int,
+) -> None:
+    """The runner sends 2 parts of each download at once, the Lambda 4 (one download per environment)."""
+    for key, value in {
+        "STORE": "s3",
+        "UPLOAD_BUCKET": "products",
+        "TO_DOWNLOAD_SQS_QUEUE_URL": "http://127.0.0.1:1/q/d",
+        **env,
+    }.items():
+        monkeypatch.setenv(key, value)
+    if not env:
+        monkeypatch.delenv("S3_PARTS_IN_FLIGHT", raising=False)
+    settings = lambda_handler._settings({"Records": []}) if lambda_ else Settings.from_env()
+    store = store_for_status(settings, pool)
+
+    assert isinstance(store, S3Store)
+    assert expected == store.parts_in_flight

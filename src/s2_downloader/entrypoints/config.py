@@ -171,6 +171,19 @@ def _number(kind: Callable[[str], _T], minimum: float) -> Callable[[str, str], _
     return parse
 
 
+#: The most parts of one product in flight S3_PARTS_IN_FLIGHT may ask for (each is a part's worth of memory).
+MAX_PARTS_IN_FLIGHT = 16
+
+
+def _parts_in_flight(name: str, value: str) -> int:
+    number = _number(int, 1)(name, value)
+    if number > MAX_PARTS_IN_FLIGHT:
+        raise ConfigError(
+            name, f"expected at most {MAX_PARTS_IN_FLIGHT} (each is a part in memory), got {number}"
+        )
+    return number
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything the commands and the Lambda handler are configured with."""
@@ -184,6 +197,8 @@ class Settings:
     store: Literal["efs", "s3"] | None = None
     upload_bucket: str | None = None
     s3_key_template: str = S3_KEY_TEMPLATE
+    #: Parts of one product uploading at once; ``None``: the entry point's default.
+    s3_parts_in_flight: int | None = None
     hub_api: Literal["dhus", "cdse"] = "cdse"
     scihub_url: str | None = None
     hub_credentials: HubCredentials | None = None
@@ -240,6 +255,7 @@ class Settings:
             store=store,
             upload_bucket=upload_bucket,
             s3_key_template=parsed("S3_KEY_TEMPLATE", _key_template, S3_KEY_TEMPLATE),
+            s3_parts_in_flight=parsed("S3_PARTS_IN_FLIGHT", _parts_in_flight, None),
             hub_api="cdse" if hub_api == "cdse" else "dhus",
             scihub_url=parsed("SCIHUB_URL", _credential_url, None),
             hub_credentials=HubCredentials(username=username, password=password or "") if username else None,

@@ -139,6 +139,11 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, list[
     return response
 
 
+#: Parts of the product uploading at once unless S3_PARTS_IN_FLIGHT says otherwise: an environment
+#: downloads one product, so more than the runner's 2 (each of its downloads has its own), and
+#: 5 parts of 16 MiB in memory sit well inside HLS's 1200 MB.
+LAMBDA_PARTS_IN_FLIGHT = 4
+
 #: The first pause between cold-start attempts; it doubles, within the invocation's time.
 _COLD_START_PAUSE_SECONDS = 1.0
 
@@ -227,6 +232,8 @@ def _settings(event: Mapping[str, Any]) -> Settings:
     settings = Settings.from_env()
     if settings.download_queue_url is None:
         settings = attrs.evolve(settings, download_queue_url=_source_queue_url(event))
+    if settings.s3_parts_in_flight is None:
+        settings = attrs.evolve(settings, s3_parts_in_flight=LAMBDA_PARTS_IN_FLIGHT)
     return settings
 
 

@@ -32,7 +32,7 @@ from s2_downloader.adapters.postgres.schema_check import check_schema
 from s2_downloader.adapters.sqs import SqsQueue, SqsUploadQueue
 from s2_downloader.adapters.ssm import SsmParameter, ssm_client
 from s2_downloader.adapters.store.efs import EfsFileStore
-from s2_downloader.adapters.store.s3 import S3Store
+from s2_downloader.adapters.store.s3 import DEFAULT_PARTS_IN_FLIGHT, S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy
 from s2_downloader.domain.errors import FileStoreError, StoreUnavailable
 from s2_downloader.domain.ports import Store
@@ -209,9 +209,10 @@ def lambda_download_queue(settings: Settings) -> SqsQueue:
     return SqsQueue(client=_sqs_client(1, long_poll=False), url=settings.download_queue_url or "")
 
 
-def _s3_client(concurrency: int) -> S3Client:
+def _s3_client(concurrency: int, parts_in_flight: int) -> S3Client:
     config = Config(
-        max_pool_connections=concurrency + 5,
+        # Each download's parts in flight, and its other calls (ledger checks, completion).
+        max_pool_connections=concurrency * (parts_in_flight + 1) + 4,
         connect_timeout=10,
         read_timeout=60,
         retries={"max_attempts": 3, "mode": "standard"},
@@ -227,8 +228,10 @@ def _chosen_store(
 ) -> Store | None:
     """The one place that picks the store's adapter: the one ``STORE`` names, if its place is set."""
     if settings.store == "s3" and settings.upload_bucket:
+        parts_in_flight = settings.s3_parts_in_flight or DEFAULT_PARTS_IN_FLIGHT
         store = S3Store(
-            client=_s3_client(concurrency) if s3 is None else s3,
+            client=_s3_client(concurrency, parts_in_flight) if s3 is None else s3,
+            parts_in_flight=parts_in_flight,
             bucket=settings.upload_bucket,
             ledger=PostgresUploadLedger(db_pool),
             object_key=lambda key: settings.s3_key(key.granule_id, key.filename),

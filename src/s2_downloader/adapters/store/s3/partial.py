@@ -1,10 +1,13 @@
 """``S3Partial``: a product on its way into the bucket as a multipart upload, hashed as it goes.
 
 The bytes go up as they arrive, in parts of ``part_size``, each ``UploadPart`` with its own
-``Content-MD5``; the whole product's MD5 is computed over the parts as they are sent. One
-part is buffered, and copied once while it is sent: memory stays flat, whatever the
-product's size. Parts are sent from the downloading thread, one after the other. After
-each part the upload's record is saved through the ``UploadLedger`` (``records.py``).
+``Content-MD5``. Each full part is copied once out of the buffer and handed to
+``PartsInFlight`` (``in_flight.py``), which uploads it and adds it to the whole product's MD5
+on threads of its own while the downloading thread goes back to the hub: at most
+``parts_in_flight`` parts are on their way, so memory stays at ``parts_in_flight`` + 1 parts,
+whatever the product's size. As parts settle (uploaded and hashed, in order), the upload's
+record is saved through the ``UploadLedger`` (``records.py``): only ever the contiguous prefix
+of settled parts, with the MD5 state right after the last of them.
 
 ``commit`` completes the upload only when that MD5 equals the hub's checksum (set as the
 object's ``md5`` metadata at ``CreateMultipartUpload``, with the granule's id as
@@ -19,15 +22,18 @@ ETag of the part S3 has under that number is taken as it is.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import Final
 
 import attrs
 
 from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3.bucket import Bucket
-from s2_downloader.adapters.store.s3.checksums import ProductHash, md5, new_product_hash, plain_etag
+from s2_downloader.adapters.store.s3.checksums import ProductHash, new_product_hash
+from s2_downloader.adapters.store.s3.in_flight import PartsInFlight, Settled
 from s2_downloader.adapters.store.s3.records import Part, UploadRecord
-from s2_downloader.domain.errors import FileStoreError
+from s2_downloader.domain.errors import FileStoreError, S2DownloaderError
 from s2_downloader.domain.ports import UploadLedger
 
 __all__ = ["MAX_PARTS", "MAX_PART_SIZE", "MIB", "S3Partial", "largest_part_size"]
@@ -62,25 +68,40 @@ class S3Partial:
     object_key: str
     checksum: str
     part_size: int
+    #: Parts uploading at once while the downloading thread goes on (``S3_PARTS_IN_FLIGHT``).
+    parts_in_flight: int = 1
     upload_id: str | None = None
-    #: The parts sent (or kept) in order; their bytes are exactly what ``_parts_md5`` hashed.
+    #: The parts settled (sent or kept), in order; their bytes are exactly what ``_parts_md5`` hashed
+    #: once nothing is in flight.
     parts: list[Part] = attrs.field(factory=list)
     _parts_md5: ProductHash = attrs.field(factory=new_product_hash, repr=False)
     #: Parts S3 holds from an earlier attempt whose bytes are being received again: reused, not re-sent,
     #: when the bytes match.
     candidates: dict[int, Part] = attrs.field(factory=dict)
     _buffer: bytearray = attrs.field(factory=bytearray, init=False, repr=False)
-    #: Bytes in the parts sent (or kept).
+    #: Bytes in the parts settled.
     _done: int = 0
     _validator: str | None = None
     #: Resumed from a saved MD5 state (rather than started from byte 0).
     resumed: bool = False
     closed: bool = False
+    _in_flight: PartsInFlight = attrs.field(init=False, repr=False)
+    #: The MD5 state right after the last full part settled: what a record may hold.
+    _prefix_state: str | None = attrs.field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._in_flight = PartsInFlight(
+            bucket=self.bucket,
+            object_key=self.object_key,
+            limit=self.parts_in_flight,
+            product_hash=self._parts_md5,
+        )
+        self._prefix_state = _state_of(self._parts_md5)
 
     @property
     def size(self) -> int:
-        """Bytes held: in the parts sent plus the buffer."""
-        return self._done + len(self._buffer)
+        """Bytes held: in the parts settled and in flight, plus the buffer."""
+        return self._done + self._in_flight.size + len(self._buffer)
 
     @property
     def validator(self) -> str | None:
@@ -100,19 +121,21 @@ class S3Partial:
         self.part_size = grown_part_size(self.part_size, total_size)
 
     def write(self, chunk: bytes) -> None:
-        """Buffer ``chunk``; send each full part as it completes."""
+        """Buffer ``chunk``; hand each full part over as it completes, and record the parts settled."""
         self._check_open()
         self._buffer += chunk
         while len(self._buffer) >= self.part_size:
             self._send_part(self.part_size)
+        self._record(self._in_flight.settled())
 
     def restart(self) -> None:
         """Drop everything held; the parts S3 has become candidates for the bytes that come again."""
         self._check_open()
+        self._settle_what_can()
         for part in self.parts:
             self.candidates.setdefault(part.number, part)
         self.parts = []
-        self._parts_md5 = new_product_hash()
+        self._new_product_hash()
         self._buffer.clear()
         self._done = 0
         self._validator = None
@@ -121,6 +144,7 @@ class S3Partial:
 
     def hexdigest(self) -> str:
         """The MD5 of everything held (the last, short part is sent only by ``commit``)."""
+        self._in_flight.hashed()
         digest = self._parts_md5.copy()
         digest.update(bytes(self._buffer))
         return digest.hexdigest()
@@ -135,22 +159,34 @@ class S3Partial:
             where = self.bucket.where(self.object_key)
             msg = f"refused to complete {where}: MD5 {digest}, expected {self.checksum}"
             raise FileStoreError(msg)
-        if not self.parts:
+        if not self.parts and not self._in_flight.count:
             self._put_whole()
         else:
             self._complete()
         self.ledger.clear(self.granule_id)
-        self.closed = True
+        self.close()
 
     def abort(self) -> None:
         """Abort the multipart upload, if any, and forget its record."""
+        self._in_flight.close()
         if self.upload_id is not None:
             self._abort_upload()
         self.ledger.clear(self.granule_id)
         self.parts, self.candidates = [], {}
-        self._parts_md5 = new_product_hash()
+        self._new_product_hash()
         self._buffer.clear()
         self._done = 0
+
+    def close(self) -> None:
+        """Stop: the parts in flight are waited for, and what settled is recorded for the next attempt."""
+        if self.closed:
+            return
+        self.closed = True
+        settled = self._in_flight.close()
+        if settled and self.upload_id is not None:
+            # Only for the next attempt's sake: the record it finds is already a valid prefix.
+            with contextlib.suppress(S2DownloaderError):
+                self._record(settled)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -158,6 +194,19 @@ class S3Partial:
         if self.closed:
             msg = f"the partial of {self.bucket.where(self.object_key)} is closed"
             raise FileStoreError(msg)
+
+    def _new_product_hash(self) -> None:
+        self._parts_md5 = new_product_hash()
+        self._in_flight.product_hash = self._parts_md5
+        self._prefix_state = _state_of(self._parts_md5)
+
+    def _settle_what_can(self) -> None:
+        """Wait for every part in flight; one that failed is simply not kept (its bytes come again)."""
+        while self._in_flight.count:
+            try:
+                self._record(self._in_flight.all_settled())
+            except FileStoreError:
+                continue
 
     def _put_whole(self) -> None:
         self.bucket.put_object(
@@ -169,6 +218,7 @@ class S3Partial:
     def _complete(self) -> None:
         if self._buffer:
             self._send_part(len(self._buffer))
+        self._record(self._in_flight.all_settled())
         assert self.upload_id is not None
         self.bucket.complete_upload(self.object_key, self.upload_id, self.parts)
 
@@ -178,43 +228,52 @@ class S3Partial:
             self.bucket.abort_upload(self.object_key, upload_id)
 
     def _send_part(self, size: int) -> None:
-        number = len(self.parts) + 1
+        number = len(self.parts) + self._in_flight.count + 1
         if number > MAX_PARTS:
             msg = (
                 f"{self.bucket.where(self.object_key)}: more than {MAX_PARTS} parts of {self.part_size} bytes"
             )
             raise FileStoreError(msg)
+        if self.upload_id is None:
+            self.upload_id = self.bucket.create_upload(
+                self.object_key, self.checksum, granule_id=self.granule_id
+            )
+            self._save()
+        # Room first, then the copy: never more than ``parts_in_flight`` + 1 parts in memory.
+        self._record(self._in_flight.room())
         with memoryview(self._buffer) as view:
             body = bytes(view[:size])  # one copy: slicing the bytearray first would make two
-        part_md5 = md5(body).digest()
-        bucket = self.bucket
-        if self.upload_id is None:
-            self.upload_id = bucket.create_upload(self.object_key, self.checksum, granule_id=self.granule_id)
-            self._save()
-        held = self.candidates.pop(number, None)
-        if held is not None and held.size == size and plain_etag(held.etag) == part_md5.hex():
-            etag = held.etag  # S3 already has these very bytes as this part
-        else:
-            etag = bucket.upload_part(self.object_key, self.upload_id, number, body, part_md5)
-        self._parts_md5.update(body)
-        self.parts.append(Part(number, size, etag))
-        self._done += size
         del self._buffer[:size]
-        if size == self.part_size:
-            # The last, short part (sent at commit) is not recorded: a record holds full parts
-            # only (records.py); if completing fails, S3 still lists it as a candidate.
+        self._in_flight.send(self.upload_id, number, body, self.candidates.pop(number, None))
+
+    def _record(self, settled: Sequence[Settled]) -> None:
+        """Add parts that settled (in order) and save the record if a full part is among them."""
+        full = False
+        for each in settled:
+            self.parts.append(each.part)
+            self._done += each.part.size
+            if each.part.size == self.part_size:
+                self._prefix_state, full = each.md5_state, True
+        if full:
             self._save()
 
     def _save(self) -> None:
         assert self.upload_id is not None
-        state = self._parts_md5.state() if isinstance(self._parts_md5, md5state.ResumableMd5) else None
+        # The last, short part (sent at commit) is not recorded: a record holds full parts only
+        # (records.py); if completing fails, S3 still lists it as a candidate.
+        parts = self.parts if not self.parts or self.parts[-1].size == self.part_size else self.parts[:-1]
         record = UploadRecord(
             upload_id=self.upload_id,
             key=self.object_key,
             md5=self.checksum,
             part_size=self.part_size,
-            parts=tuple(self.parts),
-            md5_state=state,
+            parts=tuple(parts),
+            md5_state=self._prefix_state,
             validator=self._validator,
         )
         self.ledger.save(self.granule_id, record.json())
+
+
+def _state_of(product_hash: ProductHash) -> str | None:
+    """The hash's saved state, when it is one whose state can be saved."""
+    return product_hash.state() if isinstance(product_hash, md5state.ResumableMd5) else None

@@ -41,6 +41,7 @@ def resume(
     checksum: str,
     part_size: int,
     min_part_size: int,
+    parts_in_flight: int = 1,
 ) -> S3Partial:
     """The granule's upload in progress, resumed from its record when S3 still agrees with it, else fresh."""
     fresh = S3Partial(
@@ -50,6 +51,7 @@ def resume(
         object_key=object_key,
         checksum=checksum,
         part_size=part_size,
+        parts_in_flight=parts_in_flight,
     )
     saved = ledger.load(granule_id)
     if saved is None:
@@ -92,6 +94,7 @@ def resume(
             object_key=object_key,
             checksum=checksum,
             part_size=record.part_size,
+            parts_in_flight=parts_in_flight,
             upload_id=record.upload_id,
             candidates=listed,
         )
@@ -102,6 +105,7 @@ def resume(
         object_key=object_key,
         checksum=checksum,
         part_size=record.part_size,
+        parts_in_flight=parts_in_flight,
         upload_id=record.upload_id,
         parts=kept,
         parts_md5=restored,

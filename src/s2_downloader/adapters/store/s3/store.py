@@ -50,10 +50,13 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("s2_downloader.store")
 
-__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3Store"]
+__all__ = ["DEFAULT_PARTS_IN_FLIGHT", "DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3Store"]
 
 #: The part size unless the product needs larger ones.
 DEFAULT_PART_SIZE: Final = 16 * 1024 * 1024
+#: Parts of one product uploading at once, unless the entry point says otherwise: the runner's
+#: default (the Lambda, one download per environment, sends more: see ``wiring.py``).
+DEFAULT_PARTS_IN_FLIGHT: Final = 2
 #: S3's smallest part but the last.
 MIN_PART_SIZE: Final = 5 * 1024 * 1024
 #: How long a granule's lease on its key lasts: taken when its upload is opened, renewed
@@ -78,6 +81,8 @@ class S3Store:
     ledger: UploadLedger = attrs.field(repr=False)
     object_key: Callable[[FileKey], str]
     part_size: int = DEFAULT_PART_SIZE
+    #: Parts of one product uploading at once while its download goes on (``S3_PARTS_IN_FLIGHT``).
+    parts_in_flight: int = DEFAULT_PARTS_IN_FLIGHT
     min_part_size: int = MIN_PART_SIZE
     key_leases: KeyLeases | None = attrs.field(default=None, repr=False)
     key_lease_seconds: float = KEY_LEASE_SECONDS
@@ -87,6 +92,9 @@ class S3Store:
     _bucket: Bucket = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.parts_in_flight < 1:
+            msg = f"parts in flight must be at least 1, not {self.parts_in_flight}"
+            raise ValueError(msg)
         if self.part_size < self.min_part_size:
             msg = f"part size {self.part_size} is below the smallest S3 allows ({self.min_part_size})"
             raise ValueError(msg)
@@ -130,6 +138,7 @@ class S3Store:
                     checksum=checksum.lower(),
                     part_size=self.part_size,
                     min_part_size=self.min_part_size,
+                    parts_in_flight=self.parts_in_flight,
                 )
             except BaseException:
                 self._give_back_key(object_key, key.granule_id)
@@ -146,8 +155,9 @@ class S3Store:
                 if self._open.get(key.granule_id) is partial:
                     del self._open[key.granule_id]
             # The buffered tail is dropped, as a crash would: the next attempt asks the hub
-            # for it again, from the end of the last part sent.
-            partial.closed = True
+            # for it again, from the end of the last part settled. Parts still uploading are
+            # waited for (each ends within the client's timeouts) and recorded if they settle.
+            partial.close()
             self._give_back_key(object_key, key.granule_id)
 
     def promote(self, key: FileKey) -> None:
