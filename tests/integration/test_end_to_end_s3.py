@@ -153,6 +153,24 @@ def test_a_checksum_wrong_three_times_then_right(s3_pipeline: Pipeline) -> None:
     assert 4 == len(s3_pipeline.hub.requests_to("dhus_checksum", "S3WRONG3"))
 
 
+def test_the_runner_exits_2_naming_upload_bucket_when_the_bucket_does_not_exist(
+    s3_pipeline: Pipeline,
+) -> None:
+    """GIVEN UPLOAD_BUCKET naming no bucket THEN run exits 2 with one line naming it, nothing received."""
+    s3_pipeline.seed([("S3NOBUCKET", 64 * KIB)])
+
+    result = run_cli(s3_pipeline, "run", "--until-empty", timeout=60, UPLOAD_BUCKET="s2dl-no-such-bucket")
+
+    assert 2 == result.returncode, result.stderr[-2000:]
+    named = [
+        line
+        for line in result.stderr.splitlines()
+        if line.startswith("UPLOAD_BUCKET") or "UPLOAD_BUCKET:" in line
+    ]
+    assert named, result.stderr[-2000:]
+    assert "pending" == rows(s3_pipeline)["S3NOBUCKET"]["state"]
+
+
 @pytest.fixture
 def lambda_env(s3_pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The S3 pipeline's environment in this process, as the Lambda's configuration; no container cached."""

@@ -15,6 +15,7 @@ import pytest
 
 from s2_downloader.adapters.ssm import SsmError
 from s2_downloader.entrypoints import lambda_handler, wiring
+from s2_downloader.entrypoints.config import ConfigError
 from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import assert_verified
@@ -93,3 +94,26 @@ def test_ssm_unreachable_at_cold_start_is_a_token_outage_that_spends_no_receive_
     assert [("error", "token")] == [(record["level"], record["component"]) for record in logged]
     assert ((0, 0), 1) == (_queue_counts(pipeline), _delayed(pipeline))
     assert "pending" == pipeline.rows()["COLDSSM"]["state"]
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_a_missing_bucket_at_cold_start_is_a_store_outage_that_spends_no_receive_count(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN UPLOAD_BUCKET naming a bucket that does not exist THEN the Lambda (unlike the runner, which
+    exits 2 naming it) treats it as an outage of the store: it raises, Outages counts Component=store,
+    and the record is re-sent with a delay, its original deleted."""
+    pipeline.seed([("COLDBUCKET", 64 * KIB)])
+    monkeypatch.delenv("EFS_MOUNT_DIR")
+    monkeypatch.setenv("STORE", "s3")
+    monkeypatch.setenv("UPLOAD_BUCKET", "s2dl-no-such-bucket")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", pipeline.services.s3.endpoint_url)
+    event = _event(pipeline, 1)
+    context = FakeLambdaContext(deadline=time.monotonic() + LAMBDA_STOP_MARGIN_SECONDS + 1)
+
+    with pytest.raises(ConfigError, match="UPLOAD_BUCKET"):
+        lambda_handler.handler(event, context)
+
+    outages = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Outages"' in line]
+    assert ["store"] == [record["Component"] for record in outages]
+    assert ((0, 0), 1) == (_queue_counts(pipeline), _delayed(pipeline))

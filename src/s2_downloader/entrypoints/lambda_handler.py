@@ -156,7 +156,10 @@ def _outage_component(exc: Exception) -> str | None:
         return "secrets"
     if isinstance(exc, SsmError):
         return "token"
-    if isinstance(exc, FileStoreError):
+    if isinstance(exc, FileStoreError) or (isinstance(exc, ConfigError) and exc.variable == "UPLOAD_BUCKET"):
+        # A bucket missing or refusing us: exit 2 for the runner, whose operator is there to
+        # fix it; in the Lambda, an outage of the store, so that no receive count is spent
+        # while it is fixed.
         return "store"
     if isinstance(exc, QueueError):
         return "queue"
