@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.fixtures_hub import *  # noqa: F403
 from tests.integration.fixtures_postgres import *  # noqa: F403
+from tests.integration.fixtures_s3 import *  # noqa: F403
 from tests.integration.fixtures_sqs import *  # noqa: F403
 from tests.integration.fixtures_stack import *  # noqa: F403
 

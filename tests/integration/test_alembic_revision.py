@@ -29,6 +29,7 @@ from s2_downloader.adapters.postgres.schema import _MIGRATION_LOCK
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import assert_verified
 from tests.integration.fixtures_stack import run_cli
+from tests.integration.test_postgres_migrations import TODAY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 HLS_CHAIN = Path(__file__).resolve().parent / "hls_alembic"
@@ -37,21 +38,6 @@ HLS_HEAD = "ec89745f0bac"
 HEAD = "f0ad88f248fc"
 MARK = f"added by s2-downloader alembic revision {HEAD}"
 
-#: HLS's granule table today (shared fixture ``today_revisions_1c8c38951d47_ec89745f0bac``).
-TODAY_COLUMNS = (
-    "id",
-    "filename",
-    "tileid",
-    "size",
-    "beginposition",
-    "endposition",
-    "ingestiondate",
-    "download_url",
-    "checksum",
-    "downloaded",
-    "download_retries",
-    "expired",
-)
 #: What HLS's first revision also had in February 2021 (``feb_2021_revision_1c8c38951d47``):
 #: databases created then still have them at ``ec89745f0bac``.
 FEB_2021_EXTRA = (

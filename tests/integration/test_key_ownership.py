@@ -9,7 +9,6 @@ unverified owner's replaced, and a worker aborting only the uploads its granule 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,13 +21,14 @@ from s2_downloader.domain.errors import FailureKind
 from s2_downloader.domain.ports import FileKey
 from s2_downloader.domain.request import DownloadRequest
 from s2_downloader.testing.postgres import SeedGranule, seed_granules
-from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
+from s2_downloader.testing.s3 import create_bucket
+from tests.integration.fixtures_s3 import SMALL_PART
 from tests.unit.world import HUB, World
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-PART = 1024
+PART = SMALL_PART
 FILENAME = "X.SAFE"
 KEY = "X.zip"
 PRODUCT_A = bytes(range(256)) * 10  # multipart: three parts
@@ -37,19 +37,6 @@ PRODUCT_B = bytes(reversed(range(256))) * 2  # one PutObject
 
 def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[ThrowawayS3]:
-    """A moto server allowing parts of ``PART`` bytes."""
-    with ThrowawayS3(min_part_size=PART) as server:
-        yield server
-
-
-@pytest.fixture
-def client(s3_server: ThrowawayS3) -> S3Client:
-    """An S3 client on the server."""
-    return s3_server.client_s3()
 
 
 _buckets = iter(range(1000))

@@ -26,28 +26,16 @@ from s2_downloader.domain import Done, RetryLater, State
 from s2_downloader.domain.errors import FileStoreError, PartialInUse, StoreUnavailable
 from s2_downloader.domain.ports import FileKey
 from s2_downloader.testing.postgres import SeedGranule, seed_granules
-from s2_downloader.testing.s3 import ThrowawayS3, create_bucket, s3_client
+from s2_downloader.testing.s3 import create_bucket, s3_client
+from tests.integration.fixtures_s3 import SMALL_PART
 from tests.unit.fakes import Crash, HubFault, InMemoryUploadLedger, md5
 from tests.unit.world import World
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-PART = 1024
+PART = SMALL_PART
 _buckets = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[ThrowawayS3]:
-    """A moto server allowing parts of ``PART`` bytes."""
-    with ThrowawayS3(min_part_size=PART) as server:
-        yield server
-
-
-@pytest.fixture
-def client(s3_server: ThrowawayS3) -> S3Client:
-    """An S3 client on the server."""
-    return s3_server.client_s3()
 
 
 @pytest.fixture

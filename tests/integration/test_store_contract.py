@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -18,6 +17,7 @@ from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.domain.ports import FileKey, Store
 from s2_downloader.testing.s3 import ThrowawayS3, create_bucket
 from s2_downloader.testing.seaweed import ThrowawaySeaweed
+from tests.integration.fixtures_s3 import SMALL_PART
 from tests.store_contract import store_machine
 from tests.unit.fakes import CrashPlan, InMemoryUploadLedger
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
 #: Small parts, so that products of a few KiB cross several part boundaries (moto allows it).
-PART: int = 1024
+PART: int = SMALL_PART
 _buckets = itertools.count()
 
 
@@ -130,13 +130,6 @@ class S3Harness:
     def abandon(self, key: FileKey) -> None:
         """Nothing: age is the bucket's lifecycle rule's business, not the store's."""
         del key
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Any:
-    """A moto server allowing parts of ``PART`` bytes."""
-    with ThrowawayS3(min_part_size=PART) as server:
-        yield server
 
 
 def test_the_efs_store_keeps_the_store_contract() -> None:

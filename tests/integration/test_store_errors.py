@@ -27,13 +27,14 @@ from s2_downloader.domain.errors import FailureKind, FileStoreError, StoreUnavai
 from s2_downloader.domain.ports import FileKey
 from s2_downloader.entrypoints.dispatch import Unavailable, outcome_for
 from s2_downloader.testing.s3 import ThrowawayS3, create_bucket, s3_client
+from tests.integration.fixtures_s3 import SMALL_PART
 from tests.unit.fakes import InMemoryUploadLedger
 from tests.unit.world import World
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-PART = 1024
+PART = SMALL_PART
 PRODUCT = bytes(range(256)) * 8  # 2 KiB: two parts on S3
 
 
@@ -163,19 +164,6 @@ def test_a_mount_that_is_gone_is_an_outage_and_nothing_is_counted(
 
 
 # -- S3 ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[ThrowawayS3]:
-    """This module's own moto server (it is stopped by one test), allowing parts of ``PART`` bytes."""
-    with ThrowawayS3(min_part_size=PART) as server:
-        yield server
-
-
-@pytest.fixture
-def client(s3_server: ThrowawayS3) -> S3Client:
-    """An S3 client on the server."""
-    return s3_server.client_s3()
 
 
 def _denied_prefix(client: S3Client, bucket: str, prefix: str) -> None:
