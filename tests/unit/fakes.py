@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -77,15 +78,19 @@ class CrashPlan:
     #: What the chosen call raises instead of ``Crash``: an outage of our infrastructure
     #: (``StoreError``, ``QueueError``, ``StoreUnavailable``), which the caller survives.
     error: Callable[[str], BaseException] | None = None
+    #: Calls come from the S3 store's part threads too: one counts at a time.
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     def tick(self, name: str) -> None:
         """Count one port call and crash (or fail as armed) if it is the chosen one."""
-        self.calls += 1
-        self.log.append(name)
-        if self.at and self.calls == self.at:
+        with self._lock:
+            self.calls += 1
+            self.log.append(name)
+            if not (self.at and self.calls == self.at):
+                return
             self.at = 0
             error, self.error = self.error, None
-            raise Crash(name) if error is None else error(name)
+        raise Crash(name) if error is None else error(name)
 
     def arm(self, at: int, error: Callable[[str], BaseException] | None = None) -> None:
         """Crash (or raise ``error(call name)``) at the ``at``-th call from now."""

@@ -9,7 +9,7 @@ MD5 (a single-part upload without SSE-KMS or SSE-C); any other object counts as 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -61,15 +61,10 @@ class Bucket:
 
     def object_digest(self, key: str) -> str | None:
         """The object's MD5 from its ``md5`` metadata or plain ETag; ``None`` without object or MD5."""
-        try:
-            head = self.client.head_object(Bucket=self.name, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise store_error("HeadObject", self.where(key), exc) from exc
-        except BotoCoreError as exc:
-            raise store_error("HeadObject", self.where(key), exc) from exc
-        stated = head.get("Metadata", {}).get("md5", "").lower()
+        head = self._head(key)
+        if head is None:
+            return None
+        stated = str(head.get("Metadata", {}).get("md5", "")).lower()
         if is_md5(stated):
             return stated
         etag = plain_etag(head.get("ETag", ""))
@@ -80,15 +75,20 @@ class Bucket:
 
     def object_owner(self, key: str) -> str | None:
         """The ``granule-id`` metadata of the object at ``key``; ``None`` without object or metadata."""
+        head = self._head(key)
+        owner = None if head is None else head.get("Metadata", {}).get(GRANULE_ID)
+        return str(owner) if owner else None
+
+    def _head(self, key: str) -> Mapping[str, Any] | None:
+        """``HeadObject``'s answer, or ``None`` when there is no object at ``key``."""
         try:
-            head = self.client.head_object(Bucket=self.name, Key=key)
+            return self.client.head_object(Bucket=self.name, Key=key)
         except ClientError as exc:
             if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise store_error("HeadObject", self.where(key), exc) from exc
         except BotoCoreError as exc:
             raise store_error("HeadObject", self.where(key), exc) from exc
-        return head.get("Metadata", {}).get(GRANULE_ID) or None
 
     def create_upload(self, key: str, checksum: str, *, granule_id: str) -> str:
         """Start a multipart upload of ``key``, its metadata the expected MD5 (``md5``) and ``granule-id``."""

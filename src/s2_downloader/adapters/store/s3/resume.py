@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3.bucket import Bucket
 from s2_downloader.adapters.store.s3.checksums import plain_etag
@@ -84,29 +86,13 @@ def resume(
     if restored is not None and restored.bit_count != 8 * sum(part.size for part in kept):
         # A state that does not account for exactly the kept parts' bytes is not used.
         restored = None
+    same_upload = attrs.evolve(fresh, part_size=record.part_size, upload_id=record.upload_id)
     if restored is None or not kept:
         # Without the MD5 state the bytes come again from byte 0: parts S3 holds with the
         # same bytes are reused as they arrive, not sent again.
-        return S3Partial(
-            bucket=bucket,
-            ledger=ledger,
-            granule_id=granule_id,
-            object_key=object_key,
-            checksum=checksum,
-            part_size=record.part_size,
-            parts_in_flight=parts_in_flight,
-            upload_id=record.upload_id,
-            candidates=listed,
-        )
-    return S3Partial(
-        bucket=bucket,
-        ledger=ledger,
-        granule_id=granule_id,
-        object_key=object_key,
-        checksum=checksum,
-        part_size=record.part_size,
-        parts_in_flight=parts_in_flight,
-        upload_id=record.upload_id,
+        return attrs.evolve(same_upload, candidates=listed)
+    return attrs.evolve(
+        same_upload,
         parts=kept,
         parts_md5=restored,
         done=sum(part.size for part in kept),
