@@ -379,6 +379,20 @@ def test_bad_configuration_exits_two_naming_the_variable(pipeline: Pipeline) -> 
     assert 1 == len(result.stderr.strip().splitlines())
 
 
+def test_status_while_the_database_is_down_exits_1_with_one_clear_line(pipeline: Pipeline) -> None:
+    """GIVEN nothing listening where DATABASE_URL points THEN status exits 1 with one line saying the
+    database is unreachable and where, without the password."""
+    down = "postgresql://s2:hunter2secret@127.0.0.1:9/granules"
+
+    result = run_cli(pipeline, "status", timeout=60, DATABASE_URL=down)
+
+    assert 1 == result.returncode
+    lines = result.stderr.strip().splitlines()
+    assert 1 == len(lines), result.stderr
+    assert "database unreachable at 127.0.0.1:9" in lines[0]
+    assert "hunter2secret" not in result.stderr + result.stdout
+
+
 def test_migrate_is_idempotent_from_the_cli(pipeline: Pipeline) -> None:
     """migrate on an up-to-date database says so and exits 0."""
     result = run_cli(pipeline, "migrate")

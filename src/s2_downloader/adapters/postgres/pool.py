@@ -90,7 +90,20 @@ def describe_error(operation: str, exc: BaseException, where: str | ConnectionPo
     """``granule store: <operation> failed: <error>``, redacted for ``where`` (a conninfo or a pool)."""
     conninfo = where if isinstance(where, str) else conninfo_of(where)
     detail = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, PoolTimeout):
+        # No connection in time: the database is down or unreachable, whatever was asked.
+        return redact(f"granule store: database unreachable{_at(conninfo)} ({operation}: {detail})", conninfo)
     return redact(f"granule store: {operation} failed: {type(exc).__name__}: {detail}", conninfo)
+
+
+def _at(conninfo: str) -> str:
+    """`` at <host>:<port>`` from ``conninfo``, or ``""`` when it does not say."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return ""
+    host = params.get("host")
+    return f" at {host}:{params.get('port') or 5432}" if host else ""
 
 
 def run_on(
