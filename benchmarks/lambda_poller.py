@@ -8,11 +8,17 @@ does what the mapping does with ReportBatchItemFailures on: deletes every record
 named in ``batchItemFailures``; when the handler raises, deletes nothing (the whole
 batch returns after its visibility timeout). Configured by the same environment as
 ``s2-downloader run``. Stops on SIGTERM or once the queue has read empty three times
-in a row, one second apart. Prints one JSON line per invocation on stdout (where the
-handler's EMF records go too). With ``--record PATH`` it also appends one JSON line per
-invocation to PATH: every message received (``MessageId``, ``ApproximateReceiveCount``),
-the invocation's outcome (returned, or the exception type it raised), its start and end
-on the monotonic clock, and the handler's log events that say it met an outage.
+in a row, one second apart. With ``--error-backoff SECONDS``, after an invocation that
+raised, the next receive waits SECONDS, doubled for each further error in a row (up to
+``--error-backoff-max``), until one returns: the mapping's back-off after function errors
+when it does not report batch item failures (AWS: "Lambda gradually backs off, reducing
+the amount of concurrency allocated to your Amazon SQS event source mapping"; with
+ReportBatchItemFailures it does not scale polling down). Prints one JSON line per
+invocation on stdout (where the handler's EMF records go too). With ``--record PATH``
+it also appends one JSON line per invocation to PATH: every message received
+(``MessageId``, ``ApproximateReceiveCount``), the invocation's outcome (returned, or the
+exception type it raised), its start and end on the monotonic clock, and the handler's
+log events that say it met an outage.
 """
 
 from __future__ import annotations
@@ -120,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         help="hide received messages this long (default: the queue's); must outlast an invocation",
     )
     parser.add_argument("--record", default=None, help="append one JSON line per invocation to this file")
+    parser.add_argument(
+        "--error-backoff",
+        type=float,
+        default=0.0,
+        help="seconds to wait after a function error, doubled per error in a row (0: none)",
+    )
+    parser.add_argument("--error-backoff-max", type=float, default=8.0, help="the longest such wait")
     args = parser.parse_args(argv)
     url = os.environ["TO_DOWNLOAD_SQS_QUEUE_URL"]
     client = boto3.client("sqs")
@@ -129,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     signals = _Signals()
     logging.getLogger("s2_downloader").addHandler(signals)
     empty_readings = 0
+    errors_in_a_row = 0
     with contextlib.ExitStack() as stack:
         record = (
             None
@@ -176,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             if error is not None or response is None:
                 name = type(error).__name__
                 print(json.dumps({"records": len(messages), "error": name}), flush=True)
+                errors_in_a_row += 1
+                if args.error_backoff > 0:
+                    pause = args.error_backoff * 2.0 ** min(errors_in_a_row - 1, 16)
+                    stop.wait(min(args.error_backoff_max, pause))
                 continue
+            errors_in_a_row = 0
             named = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
             for message in messages:
                 if message["MessageId"] not in named:
