@@ -85,11 +85,14 @@ class Window:
 
     component: str
     start: float
+    #: When the component was brought back (it may answer a little before ``end``).
+    restoring: float
+    #: When it answered again.
     end: float
 
     def holds(self, start: float, end: float) -> bool:
-        """Whether ``[start, end]`` lies wholly inside the window."""
-        return self.start <= start and end <= self.end
+        """Whether ``[start, end]`` lies wholly inside the time the component was surely out."""
+        return self.start <= start and end <= self.restoring
 
 
 @attrs.define
@@ -156,6 +159,9 @@ class Chaos:
     moments: list[tuple[float, str, float]]
     #: The runner "kill" takes (the clock-skewed one), if it is still alive; else one at random.
     victim: str = ""
+    #: The Lambda poller's record of its invocations (``--record``), read to hold the database
+    #: outage until an invocation has met it.
+    lambda_record: Path | None = None
     windows: list[Window] = attrs.field(factory=list)
     _halted: threading.Event = attrs.field(factory=threading.Event)
 
@@ -204,24 +210,43 @@ class Chaos:
         try:
             self._halted.wait(seconds)
         finally:
+            restoring = time.monotonic()
             away.rename(mount)
             end = time.monotonic()
-            self.windows.append(Window("store", start, end))
+            self.windows.append(Window("store", start, restoring, end))
             self.fleet.note("store outage ends: the mount is back")
 
     def database_outage(self, seconds: float) -> None:
-        """PostgreSQL stopped for ``seconds``, then started on the same data and port."""
-        self.fleet.note(f"database outage begins: PostgreSQL stopped for {seconds:.0f} s")
+        """PostgreSQL stopped for ``seconds``, and on until a Lambda invocation has met it (within as long
+        again), then started on the same data and port."""
+        self.fleet.note(f"database outage begins: PostgreSQL stopped for at least {seconds:.0f} s")
         start = time.monotonic()
         self.services.postgres.stop()
         try:
             self._halted.wait(seconds)
+            while not self._lambda_met("database", start) and time.monotonic() - start < 2 * seconds:
+                if self._halted.wait(1.0):
+                    break
         finally:
+            restoring = time.monotonic()
             if not self._halted.is_set():  # halted: the services are being torn down
                 self.services.postgres.start()
             end = time.monotonic()
-            self.windows.append(Window("database", start, end))
-            self.fleet.note("database outage ends: PostgreSQL accepts connections")
+            self.windows.append(Window("database", start, restoring, end))
+            self.fleet.note(
+                f"database outage ends after {restoring - start:.0f} s: PostgreSQL accepts connections"
+            )
+
+    def _lambda_met(self, component: str, since: float) -> bool:
+        """Whether the Lambda's record shows an invocation begun since ``since`` raised for ``component``."""
+        if self.lambda_record is None:
+            return True
+        return any(
+            line.get("start", 0.0) >= since
+            and line.get("error") in OUTAGE_ERRORS
+            and str(line.get("detail") or "").startswith(component)
+            for line in read_json_lines(self.lambda_record)
+        )
 
 
 # -- the Lambda's invocations -------------------------------------------------------------
