@@ -48,6 +48,7 @@ __all__ = [
     "emf_outages",
     "lambda_outages",
     "plant_obstacles",
+    "read_json_lines",
 ]
 
 #: What the handler raises when an invocation met an outage: ``OutageMet`` after handing the
