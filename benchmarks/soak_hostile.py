@@ -1,26 +1,27 @@
 """``python -m benchmarks.soak_hostile``: hostile messages, slow faults and outages, two runners and a Lambda.
 
-Seeded and bounded (several minutes). 500 granules and 50 hostile messages (bodies
-that are too deep, too large, not JSON, with unsafe ids or filenames, and download
-URLs built to carry the hub credentials to another listener) share one download queue.
-Two runners (the installed CLI, one of them under libfaketime with its wall clock four
-minutes ahead) and a Lambda (the real handler, fed by an event source mapping played by
+Seeded and bounded (several minutes). 500 granules and 50 hostile messages (bodies that
+are too deep, too large, not JSON, with unsafe ids or filenames, and download URLs built
+to carry the hub credentials to another listener) share one download queue. Two runners
+(the installed CLI, one of them under libfaketime with its wall clock four minutes ahead)
+and a Lambda (the real handler, fed by an event source mapping played by
 ``benchmarks.lambda_poller`` at HLS's mapping: batch size 1, no partial batch responses)
 work the queue together. The hub throttles, resets, trickles, redirects to the credential
 listener, publishes wrong checksums for good and answers 500 for some products forever.
-Some granules' store place is broken (a regular file where the granule directory must
-be): those fail after their retry budget with a ``store:`` reason, unless the file is
-removed part-way, and then they are verified. A runner is killed with SIGKILL, PostgreSQL
-is restarted twice, the whole EFS mount is renamed away for seconds while the bulk is
-worked, and PostgreSQL is stopped for 25 s or more while the Lambda is invoked. At the end:
-every granule verified or failed as its script dictates (500-forever granules failed by
-the deferral budget with the server's reason), every loop ended, no store failure
-counted for the store's outage, every Lambda invocation that met an outage ended as a
-function error and spent no receive count, no request and no credential at the second
-listener, no runner crash, no unverified bytes under a final name, and every message
-accounted for (deleted after verification, or in the dead-letter queue: the failed
-granules and the hostile messages). Writes ``docs/soak-hostile.md``; exits 1 if any check
-fails.
+Some granules' store place is broken (a regular file where the granule directory must be):
+those fail after their retry budget with a ``store:`` reason, unless the file is removed
+part-way, and then they are verified. The clock-skewed runner is killed with SIGKILL
+(libfaketime stops timed waits from timing out, so it could not live through an outage)
+and replaced by one on the true clock, PostgreSQL is restarted twice, the whole EFS mount
+is renamed away for seconds as the bulk of the queue ends, and PostgreSQL is stopped for
+25 s or more while the Lambda is invoked. At the end: every granule verified or failed as
+its script dictates (500-forever granules failed by the deferral budget with the server's
+reason), every loop ended, no store failure counted for the store's outage, every Lambda
+invocation that met an outage ended as a function error and spent no receive count, no
+request and no credential at the second listener, no runner crash, no unverified bytes
+under a final name, and every message accounted for (deleted after verification, or in the
+dead-letter queue: the failed granules and the hostile messages). Writes
+``docs/soak-hostile.md``; exits 1 if any check fails.
 """
 
 from __future__ import annotations
@@ -529,7 +530,7 @@ def check(
         Check(
             name="the workers run this tree's code",
             ok=evidence.worker_package.startswith(this_tree),
-            detail=evidence.worker_package,
+            detail=evidence.worker_package.replace(str(_ROOT), "<this tree>", 1),
         ),
         Check(name="every granule ends as its script dictates", ok=not wrong_fate, detail=listed(wrong_fate)),
         Check(
