@@ -325,3 +325,34 @@ class RecordingMetrics:
 
     def outage(self, component: str) -> None:
         self.outages.append(component)
+
+
+def test_the_resend_delay_grows_with_the_outages_age_not_with_the_invocations_that_meet_it() -> None:
+    """An environment meets an outage once per invocation (batch size 1): twenty invocations within
+    a second still re-send with 10 s; a minute into the outage, with about 60 s; never over 900 s."""
+    now = [0.0]
+    world = World()
+    world.add("a", b"content")
+    outage = Outage("granule store", clock=lambda: now[0])
+    event = {"Records": [_record("0", _body("a"))]}
+    requeue = Requeue()
+
+    def invoke() -> int:
+        with pytest.raises(OutageMet):
+            process_batch(
+                event,
+                Context(),
+                attempt_context=world.context(granules=DownStore()),
+                requeue=requeue,
+                check_url=on_hub,
+                outage=outage,
+            )
+        return requeue.sent[-1][1]
+
+    early = [invoke() for _ in range(20)]
+    now[0] = 61.0
+    a_minute_in = invoke()
+    now[0] = 86400.0
+    a_day_in = invoke()
+
+    assert ({10}, 61, 900) == (set(early), a_minute_in, a_day_in)

@@ -187,10 +187,17 @@ class Outage:
             return seconds
 
     def resend_delay(self) -> int:
-        """How long a message handed back now stays hidden: the current back-off, or the minimum."""
+        """How long a message handed back now stays hidden: the current back-off or the outage's age,
+        whichever is longer, at least the minimum and at most SQS's 900 s.
+
+        The age makes the delay grow with time, however often messages meet the outage: a
+        Lambda environment meets it once per invocation, and counting those would hide a
+        backlog for 15 minutes within seconds of a short outage.
+        """
         with self._lock:
             seconds = self.base_seconds * 2.0 ** min(self._level, 32)
-        return min(MAX_DELAY_SECONDS, max(self.min_resend_seconds, math.ceil(seconds)))
+            age = 0.0 if self._started is None else self.clock() - self._started
+        return min(MAX_DELAY_SECONDS, max(self.min_resend_seconds, math.ceil(seconds), math.ceil(age)))
 
     def recovered(self) -> None:
         """Note a success; the end of an outage is logged."""

@@ -352,8 +352,9 @@ def process_batch(
         if result is not None:
             observe(metrics or NullMetrics(), result, first_delivery=_receive_count(record) <= 1)
         if isinstance(result, Unavailable):
+            # The delay of the messages handed back grows with the outage's age (resend_delay),
+            # not with the invocations that meet it.
             outage.failed(result.reason, result.component)
-            outage.pause()  # grows the delay of the messages handed back during this outage
             down = result
         elif result is not None:
             outage.recovered()
