@@ -60,7 +60,8 @@ soak: $(STAMP)
 	$(PY) -m benchmarks.soak --seed $(SOAK_SEED)
 
 ## soak-hostile: 500 granules and 50 hostile messages through two runners (one clock-skewed) and a
-## Lambda, with a trickling, throttling, failing hub and two PostgreSQL restarts; writes
+## Lambda, with a trickling, throttling, failing hub, two PostgreSQL restarts, broken store places,
+## a store outage and a database outage under the Lambda; writes
 ## docs/soak-hostile.md and fails if any check fails (several minutes; SOAK_SEED=N to vary)
 soak-hostile: $(STAMP)
 	@test -e /usr/lib/$$(uname -m)-linux-gnu/faketime/libfaketimeMT.so.1 \

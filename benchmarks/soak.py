@@ -54,10 +54,13 @@ HOSTILE_NOTE = (
     "hostile messages (too deep, too large, not JSON, unsafe names, URLs built to carry the hub "
     "credentials elsewhere) through two runners, one with its wall clock four minutes ahead, and a Lambda "
     "handler, against a hub that trickles, resets, throttles, redirects to a credential-collecting "
-    "listener and answers 500 for some products forever, with a kill -9 and PostgreSQL restarted twice. "
+    "listener and answers 500 for some products forever, with a kill -9 and PostgreSQL restarted twice; "
+    "some granules' store places are broken (a file where their directory belongs), the whole mount "
+    "goes away for a window, and PostgreSQL is stopped while the Lambda works. "
     "It checks zero requests and zero credentials at that listener, zero crashes, zero unverified bytes "
-    "under a final name, the 500-forever granules failed by `MAX_DEFER_SECONDS`, and every message "
-    "accounted for; its report is [soak-hostile.md](soak-hostile.md)."
+    "under a final name, the 500-forever granules failed by `MAX_DEFER_SECONDS`, every loop ended, "
+    "every outage a function error that spent no receive count, and every message accounted for; its "
+    "report is [soak-hostile.md](soak-hostile.md)."
 )
 
 
