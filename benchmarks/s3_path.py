@@ -589,13 +589,15 @@ def main(argv: list[str] | None = None) -> int:
     steal = CpuSteal()
     with bench_services() as services:
         measured = measure_s3_path(services, efs_root, rounds=max(3, args.rounds), say=_say)
+    end_load = os.getloadavg()[0]
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     preface = [
         "This section alone was measured by a separate run, `python -m benchmarks.s3_path "
-        f"--into docs/benchmarks.md`, on {date} ({measured.minutes:.1f} minutes; load average",
-        f"{load:.2f} at its start; the hypervisor took {100 * steal.share():.1f} % of the CPU time",
-        "meanwhile). Its comparisons are side by side within that run; the rest of this document",
-        "comes from the run under Machine. `make bench` runs it with the rest.",
+        f"--into docs/benchmarks.md`, finished {date} ({measured.minutes:.1f} minutes; load average",
+        f"{load:.2f} at its start and {end_load:.2f} at its end, on 2 cores; the hypervisor took",
+        f"{100 * steal.share():.1f} % of the CPU time meanwhile). Its comparisons are side by side",
+        "within that run; the rest of this document comes from the run under Machine. `make bench`",
+        "runs it with the rest.",
         "",
     ]
     fresh = section(measured, notes.S3_PATH)

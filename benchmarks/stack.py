@@ -11,24 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.hubproc import RemoteHub
+from benchmarks.measure import child_pythonpath
 from s2_downloader.testing.stack import Pipeline, Services
 
 __all__ = ["CLI", "bench_services", "child_pythonpath", "cli_env", "log_events", "remote_hub", "stack_cpu"]
 
 #: The installed console script, next to the interpreter running the benchmarks.
 CLI = str(Path(sys.executable).parent / "s2-downloader")
-_ROOT = Path(__file__).resolve().parent.parent
-
-
-def child_pythonpath() -> str:
-    """PYTHONPATH for the benchmark's children: this checkout's ``src`` and root first.
-
-    The venv's editable install may point at another checkout (a git worktree sharing the
-    venv): the CLI and the child scripts must run the code being measured, this one's.
-    """
-    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    ours = [str(_ROOT / "src"), str(_ROOT)]
-    return os.pathsep.join(ours + [p for p in inherited if p not in ours])
 
 
 @contextlib.contextmanager
