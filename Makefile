@@ -54,7 +54,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
-## bench-s3: the S3 section alone (on SeaweedFS), replaced in docs/benchmarks.md (about 6 minutes)
+## bench-s3: the S3 section alone (on SeaweedFS), replaced in docs/benchmarks.md (about 10 minutes)
 bench-s3: $(BENCH_STAMP)
 	$(PY) -m benchmarks.s3_path --into docs/benchmarks.md
 
