@@ -49,8 +49,8 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 		|| { echo "make bench needs curl on PATH" >&2; exit 2; }
 	touch $(BENCH_STAMP)
 
-## bench: s2-downloader against curl, MD5 and sentinelsat, memory, concurrency, overhead, Lambda;
-## writes docs/benchmarks.md (about 10 minutes; run it on a quiet machine)
+## bench: s2-downloader against curl, MD5 and sentinelsat, memory, concurrency, overhead, Lambda,
+## the S3 store on SeaweedFS; writes docs/benchmarks.md (about 16 minutes; run it on a quiet machine)
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
