@@ -14,10 +14,11 @@ is judged on that median.
 
 - **s2-downloader, S3 store**: the installed CLI, ``s2-downloader run --until-empty
   --concurrency 1`` with ``STORE=s3`` (no upload queue) and ``S3_PARTS_IN_FLIGHT`` set in its
-  environment (``PARTS_IN_FLIGHT`` below): parts of 16 MiB, each ``UploadPart`` with its
-  ``Content-MD5``, then ``CompleteMultipartUpload``. Its figure is the ``download_verified``
-  record's ``seconds`` (from the first byte asked for to the completed upload). One transfer
-  at a time, as in Lambda (the handler builds the runner with concurrency 1).
+  environment (``PARTS_IN_FLIGHT`` in ``benchmarks/s3_path.py``): parts of 16 MiB, each
+  ``UploadPart`` with its ``Content-MD5``, then ``CompleteMultipartUpload``. Its figure is the
+  ``download_verified`` record's ``seconds`` (from the first byte asked for to the completed
+  upload). One transfer at a time, as in Lambda (the handler builds the runner with
+  concurrency 1).
 - **SeaweedFS multipart ceiling**: the product's bytes already in this process's memory as
   16 MiB parts, their MD5s computed beforehand; as many threads as the S3 store has parts in
   flight each send ``UploadPart`` with ``Content-MD5``, then ``CompleteMultipartUpload``;
@@ -52,6 +53,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -595,12 +597,16 @@ def main(argv: list[str] | None = None) -> int:
     end_load = os.getloadavg()[0]
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     preface = [
-        "This section alone was measured by a separate run, `python -m benchmarks.s3_path "
-        f"--into docs/benchmarks.md`, finished {date} ({measured.minutes:.1f} minutes; load average",
-        f"{load:.2f} at its start and {end_load:.2f} at its end, on 2 cores; the hypervisor took",
-        f"{100 * steal.share():.1f} % of the CPU time meanwhile). Its comparisons are side by side",
-        "within that run; the rest of this document comes from the run under Machine. `make bench`",
-        "runs it with the rest.",
+        *textwrap.wrap(
+            "This section alone was measured by a separate run, `python -m benchmarks.s3_path "
+            f"--into docs/benchmarks.md`, finished {date} ({measured.minutes:.1f} minutes; load "
+            f"average {load:.2f} at its start and {end_load:.2f} at its end, on {os.cpu_count()} "
+            f"cores; the hypervisor took {100 * steal.share():.1f} % of the CPU time meanwhile). Its "
+            "comparisons are side by side within that run; the rest of this document comes from the "
+            "run under Machine. `make bench` runs it with the rest.",
+            width=90,
+            break_on_hyphens=False,
+        ),
         "",
     ]
     fresh = section(measured, notes.S3_PATH)
