@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint type unit integration format demo bench soak soak-hostile clean
+.PHONY: test lint type unit integration format demo bench bench-s3 soak soak-hostile clean
 
 # constraints.txt pins every tool and test dependency: a fresh machine gets the versions
 # the suite last passed with.
@@ -49,10 +49,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 		|| { echo "make bench needs curl on PATH" >&2; exit 2; }
 	touch $(BENCH_STAMP)
 
-## bench: s2-downloader against curl, MD5 and sentinelsat, memory, concurrency, overhead, Lambda;
-## writes docs/benchmarks.md (about 10 minutes; run it on a quiet machine)
+## bench: s2-downloader against curl, MD5 and sentinelsat, memory, concurrency, overhead, Lambda,
+## the S3 store on SeaweedFS; writes docs/benchmarks.md (about 16 minutes; run it on a quiet machine)
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks
+
+## bench-s3: the S3 section alone (on SeaweedFS), replaced in docs/benchmarks.md (about 10 minutes)
+bench-s3: $(BENCH_STAMP)
+	$(PY) -m benchmarks.s3_path --into docs/benchmarks.md
 
 ## soak: 200 granules through hub faults, a PostgreSQL restart and a kill -9 of a runner;
 ## writes docs/soak.md and fails if any end state is wrong (about a minute; SOAK_SEED=N to vary)

@@ -1,9 +1,11 @@
 """``python -m benchmarks``: every benchmark on the testing stack, into ``docs/benchmarks.md``.
 
-PostgreSQL and moto's server (SQS and S3) run as throwaway processes (``s2_downloader.testing``),
-the hub simulator in a process of its own (``benchmarks.hubproc``); the runner and the
-Lambda handler are measured as their own processes. ``--only`` runs a subset (the
-document then holds only those sections).
+PostgreSQL, moto's SQS server and SeaweedFS (the S3 store's bucket) run as throwaway
+processes (``s2_downloader.testing``), the hub simulator in a process of its own
+(``benchmarks.hubproc``); the runner and the Lambda handler are measured as their own
+processes. ``--only`` runs a subset (the document then holds only those sections);
+``python -m benchmarks.s3_path --into docs/benchmarks.md`` reruns the S3 section alone
+and replaces it (and its targets) in the document, keeping the rest.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _say(text: str) -> None:
 
 
 def _s3_section(services: Services, efs_root: Path, *, rounds: int) -> Section:
-    _say("S3 store, 512 MiB (moto is slow: several minutes)")
+    _say("S3 store, 512 MiB on SeaweedFS (several minutes)")
     measured = s3_path.measure_s3_path(services, efs_root, rounds=rounds, say=_say)
     return s3_path.section(measured, notes.S3_PATH)
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "--slow-rounds", type=int, default=3, help="rounds of the rate-limited concurrency runs (default 3)"
     )
     parser.add_argument(
-        "--s3-rounds", type=int, default=3, help="rounds of the S3 store's 512 MiB runs (default 3)"
+        "--s3-rounds", type=int, default=5, help="rounds of the S3 store's 512 MiB runs (default 5)"
     )
     parser.add_argument("--only", default=",".join(_SECTIONS), help=f"comma-separated subset of {_SECTIONS}")
     parser.add_argument("--files-dir", action="append", default=[], help="where files go (repeatable)")

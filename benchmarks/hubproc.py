@@ -14,6 +14,7 @@ closes, so it dies with the process that started it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 import attrs
 
+from benchmarks.measure import child_pythonpath
 from benchmarks.peer_routes import PeerHub
 from s2_downloader.testing.hubsim import TOKEN_PATH, Fault, SimProduct
 
@@ -53,6 +55,7 @@ class RemoteHub:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.hubproc"],
             cwd=_ROOT,
+            env={**os.environ, "PYTHONPATH": child_pythonpath()},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -15,10 +15,22 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["MIB", "ChildRun", "Runs", "run_child"]
+__all__ = ["MIB", "ChildRun", "Runs", "child_pythonpath", "run_child"]
 
 MIB = 1024 * 1024
 _SAMPLE_SECONDS = 0.01
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_pythonpath() -> str:
+    """PYTHONPATH for the benchmark's children: this checkout's ``src`` and root first.
+
+    The venv's editable install may point at another checkout (a git worktree sharing the
+    venv): the CLI and the child scripts must run the code being measured, this one's.
+    """
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ours = [str(_ROOT / "src"), str(_ROOT)]
+    return os.pathsep.join(ours + [p for p in inherited if p not in ours])
 
 
 @attrs.frozen(kw_only=True)

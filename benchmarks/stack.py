@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.hubproc import RemoteHub
+from benchmarks.measure import child_pythonpath
 from s2_downloader.testing.stack import Pipeline, Services
 
-__all__ = ["CLI", "bench_services", "cli_env", "log_events", "remote_hub", "stack_cpu"]
+__all__ = ["CLI", "bench_services", "child_pythonpath", "cli_env", "log_events", "remote_hub", "stack_cpu"]
 
 #: The installed console script, next to the interpreter running the benchmarks.
 CLI = str(Path(sys.executable).parent / "s2-downloader")
@@ -41,7 +42,7 @@ def remote_hub(services: Services) -> RemoteHub:
 def cli_env(pipeline: Pipeline, **overrides: str) -> dict[str, str]:
     """The process environment for ``s2-downloader`` on ``pipeline`` (no inherited AWS or PG settings)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "DATABASE_URL"))}
-    return {**base, **pipeline.env(**overrides)}
+    return {**base, "PYTHONPATH": child_pythonpath(), **pipeline.env(**overrides)}
 
 
 def log_events(text: str) -> list[dict[str, Any]]:
