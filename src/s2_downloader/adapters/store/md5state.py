@@ -122,11 +122,14 @@ class ResumableMd5:
             msg = "MD5_Init failed"
             raise RuntimeError(msg)
 
-    def update(self, data: bytes) -> None:
-        """Hash ``data`` (passed to C without a copy)."""
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash ``data`` (passed to C without a copy; a ``bytearray`` or a view of one through its buffer)."""
         lib = _lib
         assert lib is not None  # made only once loaded
-        if not lib.MD5_Update(ctypes.byref(self._ctx), data, len(data)):
+        if not data:
+            return
+        pointer = data if isinstance(data, bytes) else (ctypes.c_char * len(data)).from_buffer(data)
+        if not lib.MD5_Update(ctypes.byref(self._ctx), pointer, len(data)):
             msg = "MD5_Update failed"
             raise RuntimeError(msg)
 

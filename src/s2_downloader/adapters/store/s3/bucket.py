@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
@@ -115,7 +115,9 @@ class Bucket:
             ),
         )
 
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes, body_md5: bytes) -> str:
+    def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes | bytearray, body_md5: bytes
+    ) -> str:
         """Send part ``number`` of the upload with the ``Content-MD5`` of ``body_md5``; its ETag."""
         response = self.call(
             "UploadPart",
@@ -125,7 +127,7 @@ class Bucket:
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=body,
+                Body=cast("bytes", body),
                 ContentMD5=content_md5(body_md5),
             ),
         )

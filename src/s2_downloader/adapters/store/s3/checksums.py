@@ -16,7 +16,7 @@ _HEX: Final = frozenset("0123456789abcdef")
 ProductHash: TypeAlias = "md5state.ResumableMd5 | hashlib._Hash"
 
 
-def md5(data: bytes = b"") -> hashlib._Hash:
+def md5(data: bytes | bytearray | memoryview = b"") -> hashlib._Hash:
     """hashlib's MD5 of ``data``."""
     # An integrity checksum the hub publishes and S3 checks, not a security measure.
     return hashlib.md5(data, usedforsecurity=False)

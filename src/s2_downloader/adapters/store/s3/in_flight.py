@@ -44,12 +44,14 @@ class Settled:
 
     part: Part
     md5_state: str | None
+    #: The part's bytes, done with: a full part's buffer goes back to be filled again.
+    body: bytes | bytearray = attrs.field(repr=False)
 
 
 @attrs.frozen
 class _Pending:
     number: int
-    size: int
+    body: bytes | bytearray
     upload: concurrent.futures.Future[str]
     hashed: concurrent.futures.Future[str | None]
 
@@ -83,7 +85,7 @@ class PartsInFlight:
     @property
     def size(self) -> int:
         """Bytes in the parts not yet settled."""
-        return sum(pending.size for pending in self._pending)
+        return sum(len(pending.body) for pending in self._pending)
 
     def room(self) -> list[Settled]:
         """Wait until fewer than ``limit`` parts are in flight; the parts settled meanwhile, in order."""
@@ -92,14 +94,14 @@ class PartsInFlight:
             settled.append(self._settle_oldest())
         return settled
 
-    def send(self, upload_id: str, number: int, body: bytes, held: Part | None) -> None:
+    def send(self, upload_id: str, number: int, body: bytes | bytearray, held: Part | None) -> None:
         """Upload ``body`` as part ``number`` (unless ``held`` is S3's part of the same bytes) and hash it."""
         if self._uploaders is None or self._hasher is None:
             self._uploaders = ThreadPoolExecutor(self.limit, thread_name_prefix="s3-part")
             self._hasher = ThreadPoolExecutor(1, thread_name_prefix="s3-md5")
         upload = self._uploaders.submit(self._upload, upload_id, number, body, held)
         hashed = self._hasher.submit(self._hash, body)
-        self._pending.append(_Pending(number, len(body), upload, hashed))
+        self._pending.append(_Pending(number, body, upload, hashed))
 
     def settled(self) -> list[Settled]:
         """The parts that have settled since the last call, in order, without waiting."""
@@ -146,13 +148,13 @@ class PartsInFlight:
             self._pending.popleft()
             raise
         self._pending.popleft()
-        return Settled(Part(pending.number, pending.size, etag), state)
+        return Settled(Part(pending.number, len(pending.body), etag), state, pending.body)
 
-    def _hash(self, body: bytes) -> str | None:
+    def _hash(self, body: bytes | bytearray) -> str | None:
         self.product_hash.update(body)
         return self.product_hash.state() if isinstance(self.product_hash, md5state.ResumableMd5) else None
 
-    def _upload(self, upload_id: str, number: int, body: bytes, held: Part | None) -> str:
+    def _upload(self, upload_id: str, number: int, body: bytes | bytearray, held: Part | None) -> str:
         part_md5 = md5(body).digest()
         if held is not None and held.size == len(body) and plain_etag(held.etag) == part_md5.hex():
             return held.etag  # S3 already has these very bytes as this part

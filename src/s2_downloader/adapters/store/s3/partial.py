@@ -1,13 +1,15 @@
 """``S3Partial``: a product on its way into the bucket as a multipart upload, hashed as it goes.
 
 The bytes go up as they arrive, in parts of ``part_size``, each ``UploadPart`` with its own
-``Content-MD5``. Each full part is copied once out of the buffer and handed to
-``PartsInFlight`` (``in_flight.py``), which uploads it and adds it to the whole product's MD5
-on threads of its own while the downloading thread goes back to the hub: at most
-``parts_in_flight`` parts are on their way, so memory stays at ``parts_in_flight`` + 1 parts,
-whatever the product's size. As parts settle (uploaded and hashed, in order), the upload's
-record is saved through the ``UploadLedger`` (``records.py``): only ever the contiguous prefix
-of settled parts, with the MD5 state right after the last of them.
+``Content-MD5``. The bytes are copied once, from the hub's chunk into a part buffer; each
+full part buffer is handed as it is to ``PartsInFlight`` (``in_flight.py``), which uploads it
+and adds it to the whole product's MD5 on threads of its own while the downloading thread
+goes back to the hub, filling a spare buffer. At most ``parts_in_flight`` parts are on their
+way and buffers are filled again once their part has settled, so there are never more than
+``parts_in_flight`` + 1 part buffers, whatever the product's size. As parts settle (uploaded
+and hashed, in order), the upload's record is saved through the ``UploadLedger``
+(``records.py``): only ever the contiguous prefix of settled parts, with the MD5 state right
+after the last of them.
 
 ``commit`` completes the upload only when that MD5 equals the hub's checksum (set as the
 object's ``md5`` metadata at ``CreateMultipartUpload``, with the granule's id as
@@ -78,7 +80,11 @@ class S3Partial:
     #: Parts S3 holds from an earlier attempt whose bytes are being received again: reused, not re-sent,
     #: when the bytes match.
     candidates: dict[int, Part] = attrs.field(factory=dict)
-    _buffer: bytearray = attrs.field(factory=bytearray, init=False, repr=False)
+    #: The part being filled, ``_filled`` bytes of it so far; allocated on first use.
+    _part: bytearray | None = attrs.field(default=None, init=False, repr=False)
+    _filled: int = attrs.field(default=0, init=False, repr=False)
+    #: Part buffers back from parts that settled, filled again rather than allocated again.
+    _spare: list[bytearray] = attrs.field(factory=list, init=False, repr=False)
     #: Bytes in the parts settled.
     _done: int = 0
     _validator: str | None = None
@@ -101,7 +107,7 @@ class S3Partial:
     @property
     def size(self) -> int:
         """Bytes held: in the parts settled and in flight, plus the buffer."""
-        return self._done + self._in_flight.size + len(self._buffer)
+        return self._done + self._in_flight.size + self._filled
 
     @property
     def validator(self) -> str | None:
@@ -121,11 +127,19 @@ class S3Partial:
         self.part_size = grown_part_size(self.part_size, total_size)
 
     def write(self, chunk: bytes) -> None:
-        """Buffer ``chunk``; hand each full part over as it completes, and record the parts settled."""
+        """Copy ``chunk`` into the part being filled; hand each full part over as it completes, and
+        record the parts settled."""
         self._check_open()
-        self._buffer += chunk
-        while len(self._buffer) >= self.part_size:
-            self._send_part(self.part_size)
+        with memoryview(chunk) as view:
+            start = 0
+            while start < len(view):
+                part = self._part_to_fill()
+                taken = min(len(view) - start, self.part_size - self._filled)
+                part[self._filled : self._filled + taken] = view[start : start + taken]
+                self._filled += taken
+                start += taken
+                if self._filled == self.part_size:
+                    self._send_full_part()
         self._record(self._in_flight.settled())
 
     def restart(self) -> None:
@@ -136,7 +150,7 @@ class S3Partial:
             self.candidates.setdefault(part.number, part)
         self.parts = []
         self._new_product_hash()
-        self._buffer.clear()
+        self._filled = 0
         self._done = 0
         self._validator = None
         if self.upload_id is not None:
@@ -146,7 +160,7 @@ class S3Partial:
         """The MD5 of everything held (the last, short part is sent only by ``commit``)."""
         self._in_flight.hashed()
         digest = self._parts_md5.copy()
-        digest.update(bytes(self._buffer))
+        digest.update(self._held_tail())
         return digest.hexdigest()
 
     # -- used by the store ---------------------------------------------------------------
@@ -174,7 +188,7 @@ class S3Partial:
         self.ledger.clear(self.granule_id)
         self.parts, self.candidates = [], {}
         self._new_product_hash()
-        self._buffer.clear()
+        self._filled = 0
         self._done = 0
 
     def close(self) -> None:
@@ -210,14 +224,14 @@ class S3Partial:
 
     def _put_whole(self) -> None:
         self.bucket.put_object(
-            self.object_key, bytes(self._buffer), checksum=self.checksum, granule_id=self.granule_id
+            self.object_key, bytes(self._held_tail()), checksum=self.checksum, granule_id=self.granule_id
         )
         if self.upload_id is not None:
             self._abort_upload()
 
     def _complete(self) -> None:
-        if self._buffer:
-            self._send_part(len(self._buffer))
+        if self._filled:
+            self._send_short_part()
         self._record(self._in_flight.all_settled())
         assert self.upload_id is not None
         self.bucket.complete_upload(self.object_key, self.upload_id, self.parts)
@@ -227,7 +241,25 @@ class S3Partial:
         if upload_id is not None:
             self.bucket.abort_upload(self.object_key, upload_id)
 
-    def _send_part(self, size: int) -> None:
+    def _part_to_fill(self) -> bytearray:
+        """The part being filled: a spare one, or a new one of ``part_size`` (grown parts copy what
+        they held)."""
+        part = self._part
+        if part is not None and len(part) == self.part_size:
+            return part
+        fresh = self._spare.pop() if self._spare else bytearray(self.part_size)
+        if len(fresh) != self.part_size:
+            fresh = bytearray(self.part_size)
+        if part is not None and self._filled:
+            fresh[: self._filled] = part[: self._filled]
+        self._part = fresh
+        return fresh
+
+    def _held_tail(self) -> memoryview:
+        """The bytes of the part being filled (a view: no copy)."""
+        return memoryview(self._part or b"")[: self._filled]
+
+    def _next_part_number(self) -> int:
         number = len(self.parts) + self._in_flight.count + 1
         if number > MAX_PARTS:
             msg = (
@@ -239,17 +271,32 @@ class S3Partial:
                 self.object_key, self.checksum, granule_id=self.granule_id
             )
             self._save()
-        # Room first, then the copy: never more than ``parts_in_flight`` + 1 parts in memory.
+        # Room first: never more than ``parts_in_flight`` parts on their way.
         self._record(self._in_flight.room())
-        with memoryview(self._buffer) as view:
-            body = bytes(view[:size])  # one copy: slicing the bytearray first would make two
-        del self._buffer[:size]
+        return number
+
+    def _send_full_part(self) -> None:
+        """Hand the full part itself over (no copy); the next one is a spare or a new buffer."""
+        number = self._next_part_number()
+        assert self._part is not None
+        assert self.upload_id is not None
+        body, self._part, self._filled = self._part, None, 0
+        self._in_flight.send(self.upload_id, number, body, self.candidates.pop(number, None))
+
+    def _send_short_part(self) -> None:
+        """The last part, shorter than the others (sent at commit): a copy of its bytes."""
+        number = self._next_part_number()
+        assert self.upload_id is not None
+        body = bytes(self._held_tail())
+        self._filled = 0
         self._in_flight.send(self.upload_id, number, body, self.candidates.pop(number, None))
 
     def _record(self, settled: Sequence[Settled]) -> None:
         """Add parts that settled (in order) and save the record if a full part is among them."""
         full = False
         for each in settled:
+            if isinstance(each.body, bytearray) and len(each.body) == self.part_size:
+                self._spare.append(each.body)
             self.parts.append(each.part)
             self._done += each.part.size
             if each.part.size == self.part_size:
