@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import psycopg
 import pytest
 
+from s2_downloader.adapters.postgres import migrate
 from s2_downloader.adapters.postgres.schema_check import SchemaOutdated
 from s2_downloader.domain.errors import StoreError
 from s2_downloader.entrypoints import lambda_handler
 from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS
 from s2_downloader.testing.stack import Pipeline
+from tests.integration.e2e import assert_verified
 from tests.integration.fixtures_stack import run_cli
 from tests.integration.test_lambda_handler import FakeLambdaContext, _event
 
@@ -75,8 +78,10 @@ def test_the_lambda_on_an_older_schema_is_an_outage_that_spends_no_receive_count
     events = [_event(pipeline, 1), _event(pipeline, 1)]
 
     for event in events:
+        # Time for one try only: the retry is the next test's.
+        context = FakeLambdaContext(deadline=time.monotonic() + LAMBDA_STOP_MARGIN_SECONDS + 0.5)
         with pytest.raises(SchemaOutdated):
-            lambda_handler.handler(event, FakeLambdaContext())
+            lambda_handler.handler(event, context)
 
     captured = capsys.readouterr()
     logged = [json.loads(line) for line in captured.err.splitlines() if '"event": "outage"' in line]
@@ -90,6 +95,29 @@ def test_the_lambda_on_an_older_schema_is_an_outage_that_spends_no_receive_count
     # Both originals deleted, both bodies back on the queue as new messages (delayed).
     assert ((0, 0), 2) == (_queue_counts(pipeline), _delayed(pipeline))
     assert "pending" == pipeline.rows()["SCHEMA2"]["state"]
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_the_lambda_waits_for_a_migrate_that_runs_during_its_cold_start(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a column missing and ``migrate`` run 1.5 s into the invocation THEN the cold start tries
+    the schema check again after its pause and the record is downloaded: no outage, no raise."""
+    products = pipeline.seed([("SCHEMA3", 64 * KIB)])
+    _older_schema(pipeline)
+    event = _event(pipeline, 1)
+    migrating = threading.Timer(1.5, migrate, args=(pipeline.database_url,))
+    migrating.start()
+    try:
+        response = lambda_handler.handler(event, FakeLambdaContext())
+    finally:
+        migrating.join()
+
+    assert {"batchItemFailures": []} == response
+    assert_verified(pipeline, products)
+    err = capsys.readouterr().err
+    assert '"event": "cold_start_retry"' in err
+    assert '"event": "outage"' not in err
 
 
 def _delayed(pipeline: Pipeline) -> int:

@@ -172,7 +172,8 @@ def _cold_start(event: Mapping[str, Any], settings: Settings, context: LambdaCon
     """The execution environment's container; an outage while building it is retried with back-off
     within the invocation's time, then handed back (``_hand_back_for_outage``) and raised.
 
-    A schema older than the code is not retried: no pause makes ``migrate`` run.
+    A schema older than the code is retried too: ``migrate`` may be running as the new code
+    is deployed, and the records are worked on as soon as it has.
     """
     pause = _COLD_START_PAUSE_SECONDS
     while True:
@@ -183,7 +184,7 @@ def _cold_start(event: Mapping[str, Any], settings: Settings, context: LambdaCon
             if component is None:
                 raise  # configuration, or a bug: as before
             left = context.get_remaining_time_in_millis() / 1000 - LAMBDA_STOP_MARGIN_SECONDS
-            if component == "schema" or left < pause:
+            if left < pause:
                 _hand_back_for_outage(event, settings, component, exc)
                 raise
             _log.warning(
