@@ -96,6 +96,11 @@ def start_runner(pipeline: Pipeline, *args: str, **overrides: str) -> subprocess
     )
 
 
+def metric_records(stdout: str, metric: str) -> list[dict[str, Any]]:
+    """The EMF records on ``stdout`` (the Lambda's) that carry ``metric``."""
+    return [json.loads(line) for line in stdout.splitlines() if f'"{metric}"' in line]
+
+
 def log_events(stderr: str) -> list[dict[str, Any]]:
     """The JSON log records in a runner's stderr."""
     events = []

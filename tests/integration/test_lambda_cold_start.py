@@ -6,7 +6,6 @@ invocation (down, then back), and an SSM endpoint where nothing listens.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +18,7 @@ from s2_downloader.entrypoints.config import ConfigError
 from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import assert_verified
+from tests.integration.fixtures_stack import log_events, metric_records
 from tests.integration.test_lambda_handler import FakeLambdaContext, _event
 from tests.integration.test_schema_check_wired import _delayed, _queue_counts
 from tests.tcp_relay import LateRelay
@@ -33,7 +33,7 @@ def _through(database_url: str, port: int) -> str:
 
 
 def _logged(stderr: str, event: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stderr.splitlines() if f'"event": "{event}"' in line]
+    return [record for record in log_events(stderr) if record.get("event") == event]
 
 
 @pytest.mark.usefixtures("lambda_env")
@@ -88,7 +88,7 @@ def test_ssm_unreachable_at_cold_start_is_a_token_outage_that_spends_no_receive_
         lambda_handler.handler(event, context)
 
     captured = capsys.readouterr()
-    outages = [json.loads(line) for line in captured.out.splitlines() if '"Outages"' in line]
+    outages = metric_records(captured.out, "Outages")
     assert ["token"] == [record["Component"] for record in outages]
     logged = _logged(captured.err, "outage")
     assert [("error", "token")] == [(record["level"], record["component"]) for record in logged]
@@ -114,6 +114,6 @@ def test_a_missing_bucket_at_cold_start_is_a_store_outage_that_spends_no_receive
     with pytest.raises(ConfigError, match="UPLOAD_BUCKET"):
         lambda_handler.handler(event, context)
 
-    outages = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Outages"' in line]
+    outages = metric_records(capsys.readouterr().out, "Outages")
     assert ["store"] == [record["Component"] for record in outages]
     assert ((0, 0), 1) == (_queue_counts(pipeline), _delayed(pipeline))

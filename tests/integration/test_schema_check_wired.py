@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from typing import Any
 
 import psycopg
 import pytest
@@ -17,7 +15,7 @@ from s2_downloader.entrypoints import lambda_handler
 from s2_downloader.entrypoints.wiring import LAMBDA_STOP_MARGIN_SECONDS
 from s2_downloader.testing.stack import Pipeline
 from tests.integration.e2e import assert_verified
-from tests.integration.fixtures_stack import run_cli
+from tests.integration.fixtures_stack import log_events, metric_records, run_cli
 from tests.integration.test_lambda_handler import FakeLambdaContext, _event
 
 KIB = 1024
@@ -84,13 +82,11 @@ def test_the_lambda_on_an_older_schema_is_an_outage_that_spends_no_receive_count
             lambda_handler.handler(event, context)
 
     captured = capsys.readouterr()
-    logged = [json.loads(line) for line in captured.err.splitlines() if '"event": "outage"' in line]
+    logged = [record for record in log_events(captured.err) if record.get("event") == "outage"]
     assert 1 == len(logged)
     assert ("error", "schema") == (logged[0]["level"], logged[0]["component"])
     assert "s2-downloader migrate" in logged[0]["message"]
-    outages: list[dict[str, Any]] = [
-        json.loads(line) for line in captured.out.splitlines() if '"Outages"' in line
-    ]
+    outages = metric_records(captured.out, "Outages")
     assert ["schema", "schema"] == [record["Component"] for record in outages]
     # Both originals deleted, both bodies back on the queue as new messages (delayed).
     assert ((0, 0), 2) == (_queue_counts(pipeline), _delayed(pipeline))
@@ -115,9 +111,12 @@ def test_the_lambda_waits_for_a_migrate_that_runs_during_its_cold_start(
 
     assert {"batchItemFailures": []} == response
     assert_verified(pipeline, products)
-    err = capsys.readouterr().err
-    assert '"event": "cold_start_retry"' in err
-    assert '"event": "outage"' not in err
+    events = log_events(capsys.readouterr().err)
+    # The precondition: the schema check failed at least once before migrate had run.
+    retried = [record["component"] for record in events if record.get("event") == "cold_start_retry"]
+    assert retried, events
+    assert {"schema"} == set(retried)
+    assert not [record for record in events if record.get("event") == "outage"]
 
 
 def _delayed(pipeline: Pipeline) -> int:
@@ -143,6 +142,6 @@ def test_a_database_down_at_cold_start_is_an_outage_that_spends_no_receive_count
     with pytest.raises(StoreError):
         lambda_handler.handler(event, context)
 
-    outages = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Outages"' in line]
+    outages = metric_records(capsys.readouterr().out, "Outages")
     assert ["database"] == [record["Component"] for record in outages]
     assert ((0, 0), 1) == (_queue_counts(pipeline), _delayed(pipeline))

@@ -16,7 +16,15 @@ from s2_downloader.adapters.hub.urls import check_url
 from s2_downloader.adapters.secret_values import secret_problem
 from s2_downloader.domain.errors import BadRequest, S2DownloaderError
 
-__all__ = ["DEFAULT_CONCURRENCY", "S3_KEY_TEMPLATE", "ConfigError", "HubCredentials", "Settings", "s3_key"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "S3_KEY_TEMPLATE",
+    "BucketUnusable",
+    "ConfigError",
+    "HubCredentials",
+    "Settings",
+    "s3_key",
+]
 
 _T = TypeVar("_T")
 
@@ -39,6 +47,14 @@ class ConfigError(S2DownloaderError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
+
+
+class BucketUnusable(ConfigError):
+    """UPLOAD_BUCKET names a bucket that does not exist or refuses us: a setting for ``run`` (exit 2),
+    an outage of the store for the Lambda, whose operator is not at hand to fix it."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("UPLOAD_BUCKET", problem)
 
 
 @attrs.frozen(kw_only=True)

@@ -31,7 +31,7 @@ from s2_downloader.adapters.sqs import queue_url_of_arn
 from s2_downloader.adapters.ssm import SsmError
 from s2_downloader.domain import AttemptContext
 from s2_downloader.domain.errors import FileStoreError, QueueError, S2DownloaderError, StoreError
-from s2_downloader.entrypoints.config import ConfigError, Settings
+from s2_downloader.entrypoints.config import BucketUnusable, ConfigError, Settings
 from s2_downloader.entrypoints.credentials import SecretsUnavailable
 from s2_downloader.entrypoints.dispatch import (
     Delete,
@@ -156,10 +156,9 @@ def _outage_component(exc: Exception) -> str | None:
         return "secrets"
     if isinstance(exc, SsmError):
         return "token"
-    if isinstance(exc, FileStoreError) or (isinstance(exc, ConfigError) and exc.variable == "UPLOAD_BUCKET"):
-        # A bucket missing or refusing us: exit 2 for the runner, whose operator is there to
-        # fix it; in the Lambda, an outage of the store, so that no receive count is spent
-        # while it is fixed.
+    if isinstance(exc, FileStoreError | BucketUnusable):
+        # BucketUnusable: a setting for the runner, an outage here (no receive count is spent
+        # while the bucket is fixed).
         return "store"
     if isinstance(exc, QueueError):
         return "queue"

@@ -36,7 +36,7 @@ from s2_downloader.adapters.store.s3 import DEFAULT_PARTS_IN_FLIGHT, S3Store
 from s2_downloader.domain import AttemptContext, RetryPolicy
 from s2_downloader.domain.errors import FileStoreError, StoreUnavailable
 from s2_downloader.domain.ports import Store
-from s2_downloader.entrypoints.config import ConfigError, Settings
+from s2_downloader.entrypoints.config import BucketUnusable, ConfigError, Settings
 from s2_downloader.entrypoints.credentials import database_url, hub_credentials
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ def _chosen_store(
             except StoreUnavailable:
                 raise
             except FileStoreError as exc:
-                raise ConfigError("UPLOAD_BUCKET", str(exc)) from None
+                raise BucketUnusable(str(exc)) from None
         return store
     if settings.store == "efs" and settings.efs_mount_dir:
         return EfsFileStore(mount=settings.efs_mount_dir)
