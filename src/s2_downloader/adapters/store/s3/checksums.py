@@ -8,7 +8,7 @@ from typing import Final, TypeAlias
 
 from s2_downloader.adapters.store import md5state
 
-__all__ = ["ProductHash", "content_md5", "is_md5", "md5", "new_product_hash", "plain_etag"]
+__all__ = ["ProductHash", "content_md5", "is_md5", "md5", "new_product_hash", "plain_etag", "saved_state"]
 
 _HEX: Final = frozenset("0123456789abcdef")
 
@@ -35,6 +35,11 @@ def plain_etag(etag: str) -> str:
 def is_md5(text: str) -> bool:
     """Whether ``text`` is an MD5 in lowercase hex."""
     return len(text) == 32 and set(text) <= _HEX
+
+
+def saved_state(product_hash: ProductHash) -> str | None:
+    """The hash's state as text, when it is one whose state can be saved (OpenSSL's)."""
+    return product_hash.state() if isinstance(product_hash, md5state.ResumableMd5) else None
 
 
 def new_product_hash() -> ProductHash:

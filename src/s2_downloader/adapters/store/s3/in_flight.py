@@ -24,9 +24,8 @@ from typing import Final
 
 import attrs
 
-from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3.bucket import Bucket
-from s2_downloader.adapters.store.s3.checksums import ProductHash, md5, plain_etag
+from s2_downloader.adapters.store.s3.checksums import ProductHash, md5, plain_etag, saved_state
 from s2_downloader.adapters.store.s3.records import Part
 from s2_downloader.domain.errors import FileStoreError
 
@@ -140,19 +139,14 @@ class PartsInFlight:
     # -- internals -----------------------------------------------------------------------
 
     def _settle_oldest(self) -> Settled:
-        pending = self._pending[0]
-        try:
-            state = pending.hashed.result()
-            etag = pending.upload.result()
-        except BaseException:
-            self._pending.popleft()
-            raise
-        self._pending.popleft()
+        pending = self._pending.popleft()  # gone from the queue whether it settled or failed
+        state = pending.hashed.result()
+        etag = pending.upload.result()
         return Settled(Part(pending.number, len(pending.body), etag), state, pending.body)
 
     def _hash(self, body: bytes | bytearray) -> str | None:
         self.product_hash.update(body)
-        return self.product_hash.state() if isinstance(self.product_hash, md5state.ResumableMd5) else None
+        return saved_state(self.product_hash)
 
     def _upload(self, upload_id: str, number: int, body: bytes | bytearray, held: Part | None) -> str:
         part_md5 = md5(body).digest()

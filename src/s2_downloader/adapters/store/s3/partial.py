@@ -30,9 +30,8 @@ from typing import Final
 
 import attrs
 
-from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3.bucket import Bucket
-from s2_downloader.adapters.store.s3.checksums import ProductHash, new_product_hash
+from s2_downloader.adapters.store.s3.checksums import ProductHash, new_product_hash, saved_state
 from s2_downloader.adapters.store.s3.in_flight import PartsInFlight, Settled
 from s2_downloader.adapters.store.s3.records import Part, UploadRecord
 from s2_downloader.domain.errors import FileStoreError, S2DownloaderError
@@ -102,7 +101,7 @@ class S3Partial:
             limit=self.parts_in_flight,
             product_hash=self._parts_md5,
         )
-        self._prefix_state = _state_of(self._parts_md5)
+        self._prefix_state = saved_state(self._parts_md5)
 
     @property
     def size(self) -> int:
@@ -212,7 +211,7 @@ class S3Partial:
     def _new_product_hash(self) -> None:
         self._parts_md5 = new_product_hash()
         self._in_flight.product_hash = self._parts_md5
-        self._prefix_state = _state_of(self._parts_md5)
+        self._prefix_state = saved_state(self._parts_md5)
 
     def _settle_what_can(self) -> None:
         """Wait for every part in flight; one that failed is simply not kept (its bytes come again)."""
@@ -319,8 +318,3 @@ class S3Partial:
             validator=self._validator,
         )
         self.ledger.save(self.granule_id, record.json())
-
-
-def _state_of(product_hash: ProductHash) -> str | None:
-    """The hash's saved state, when it is one whose state can be saved."""
-    return product_hash.state() if isinstance(product_hash, md5state.ResumableMd5) else None
