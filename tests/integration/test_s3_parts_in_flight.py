@@ -183,3 +183,66 @@ def test_a_completion_the_server_refuses_is_counted_with_its_words(
     broken[0] = False
     world.clock.advance(3600)
     assert Done(reason="verified") == world.handle(request, files=store)
+
+
+def test_each_part_is_hashed_as_it_fills_in_slices_that_straddle_the_parts(services: Services) -> None:
+    """GIVEN writes of 777,777 bytes, which never line up with 5 MiB parts THEN the product's MD5 has
+    taken in the bytes of the part being filled before the part is full, and SeaweedFS, which refuses
+    a wrong ``Content-MD5``, takes every part: each part's MD5 covers exactly its own bytes."""
+    client, bucket = _client_and_bucket(services, "seaweedfs")
+    store = S3Store(client, bucket, InMemoryUploadLedger(), _key, part_size=PART, parts_in_flight=2)
+    product = os.urandom(3 * PART + PART // 2)
+    key = FileKey(granule_id="slices", filename="slices.SAFE")
+    chunk = 777_777
+    taken_before_the_first_part: int | None = None
+
+    with store.open_partial(key, checksum=md5(product)) as partial:
+        for start in range(0, len(product), chunk):
+            partial.write(product[start : start + chunk])
+            if taken_before_the_first_part is None and start + chunk > 3 * MIB:
+                partial._in_flight.hashed()
+                taken_before_the_first_part = partial._parts_md5.bit_count // 8  # type: ignore[union-attr]
+        store.promote(key)
+
+    assert taken_before_the_first_part is not None
+    assert 2 * MIB <= taken_before_the_first_part < PART
+    assert [part.number for part in partial.parts] == [1, 2, 3, 4]
+    assert product == client.get_object(Bucket=bucket, Key="slices.zip")["Body"].read()
+
+
+def test_a_failure_to_hash_fails_the_attempt_and_completes_nothing(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN OpenSSL's MD5 failing once the product's MD5 has taken in 7 MiB (on its own thread) THEN
+    the attempt fails with a store error saying so, and no object is completed under the key."""
+    from s2_downloader.adapters.store import md5state
+    from s2_downloader.domain.errors import FileStoreError
+
+    assert md5state.available()
+    real_update = md5state.ResumableMd5.update
+    taken = [0]
+
+    def failing_update(self: md5state.ResumableMd5, data: Any) -> None:
+        taken[0] += len(data)
+        if taken[0] > 7 * MIB:
+            msg = "MD5_Update failed"
+            raise RuntimeError(msg)
+        real_update(self, data)
+
+    monkeypatch.setattr(md5state.ResumableMd5, "update", failing_update)
+    client, bucket = _client_and_bucket(services, "moto")
+    store = S3Store(client, bucket, InMemoryUploadLedger(), _key, part_size=PART, parts_in_flight=2)
+    product = os.urandom(4 * PART)
+    key = FileKey(granule_id="broken-md5", filename="broken-md5.SAFE")
+
+    def upload() -> None:
+        with store.open_partial(key, checksum=md5(product)) as partial:
+            for start in range(0, len(product), MIB):
+                partial.write(product[start : start + MIB])
+            store.promote(key)
+
+    with pytest.raises(FileStoreError, match="hashing the product failed: MD5_Update failed"):
+        upload()
+
+    assert taken[0] > 7 * MIB
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket)

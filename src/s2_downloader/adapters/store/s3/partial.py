@@ -1,15 +1,16 @@
 """``S3Partial``: a product on its way into the bucket as a multipart upload, hashed as it goes.
 
 The bytes go up as they arrive, in parts of ``part_size``, each ``UploadPart`` with its own
-``Content-MD5``. The bytes are copied once, from the hub's chunk into a part buffer; each
-full part buffer is handed as it is to ``PartsInFlight`` (``in_flight.py``), which uploads it
-and adds it to the whole product's MD5 on threads of its own while the downloading thread
-goes back to the hub, filling a spare buffer. At most ``parts_in_flight`` parts are on their
-way and buffers are filled again once their part has settled, so there are never more than
-``parts_in_flight`` + 1 part buffers, whatever the product's size. As parts settle (uploaded
-and hashed, in order), the upload's record is saved through the ``UploadLedger``
-(``records.py``): only ever the contiguous prefix of settled parts, with the MD5 state right
-after the last of them.
+``Content-MD5``. The bytes are copied once, from the hub's chunk into a part buffer. Each
+slice of at least ``HASH_SLICE`` bytes is handed to ``PartsInFlight`` (``in_flight.py``) as it
+fills, to be added to the whole product's MD5 and the part's on threads of their own; each
+full part buffer is then handed over as it is, to be uploaded on another thread, while the
+downloading thread goes back to the hub, filling a spare buffer. At most
+``parts_in_flight`` parts are on their way and buffers are filled again once their part has
+settled, so there are never more than ``parts_in_flight`` + 1 part buffers, whatever the
+product's size. As parts settle (uploaded and hashed, in order), the upload's record is
+saved through the ``UploadLedger`` (``records.py``): only ever the contiguous prefix of
+settled parts, with the MD5 state right after the last of them.
 
 ``commit`` completes the upload only when that MD5 equals the hub's checksum (set as the
 object's ``md5`` metadata at ``CreateMultipartUpload``, with the granule's id as
@@ -46,6 +47,9 @@ MAX_PARTS: Final = 10_000
 MAX_PART_SIZE: Final = 5 * 1024 * MIB
 #: S3's largest object.
 MAX_OBJECT_SIZE: Final = 5 * 1024 * 1024 * MIB
+#: Bytes gathered in the part being filled before they are handed to the hashing threads: few
+#: enough hand-overs to cost nothing, small enough that a full part's MD5 is ready at once.
+HASH_SLICE: Final = MIB
 
 
 def grown_part_size(part_size: int, total_size: int) -> int:
@@ -72,8 +76,8 @@ class S3Partial:
     #: Parts uploading at once while the downloading thread goes on (``S3_PARTS_IN_FLIGHT``).
     parts_in_flight: int = 1
     upload_id: str | None = None
-    #: The parts settled (sent or kept), in order; their bytes are exactly what ``_parts_md5`` hashed
-    #: once nothing is in flight.
+    #: The parts settled (sent or kept), in order; with the parts in flight and the first ``_hashed``
+    #: bytes of the part being filled, they are what ``_parts_md5`` has been handed.
     parts: list[Part] = attrs.field(factory=list)
     _parts_md5: ProductHash = attrs.field(factory=new_product_hash, repr=False)
     #: Parts S3 holds from an earlier attempt whose bytes are being received again: reused, not re-sent,
@@ -82,6 +86,8 @@ class S3Partial:
     #: The part being filled, ``_filled`` bytes of it so far; allocated on first use.
     _part: bytearray | None = attrs.field(default=None, init=False, repr=False)
     _filled: int = attrs.field(default=0, init=False, repr=False)
+    #: How many of those bytes have been handed to the hashing threads.
+    _hashed: int = attrs.field(default=0, init=False, repr=False)
     #: Part buffers back from parts that settled, filled again rather than allocated again.
     _spare: list[bytearray] = attrs.field(factory=list, init=False, repr=False)
     #: Bytes in the parts settled.
@@ -139,6 +145,8 @@ class S3Partial:
                 start += taken
                 if self._filled == self.part_size:
                     self._send_full_part()
+                elif self._filled - self._hashed >= HASH_SLICE:
+                    self._hand_to_hashers()
         self._record(self._in_flight.settled())
 
     def restart(self) -> None:
@@ -149,7 +157,7 @@ class S3Partial:
             self.candidates.setdefault(part.number, part)
         self.parts = []
         self._new_product_hash()
-        self._filled = 0
+        self._filled = self._hashed = 0
         self._done = 0
         self._validator = None
         if self.upload_id is not None:
@@ -157,10 +165,9 @@ class S3Partial:
 
     def hexdigest(self) -> str:
         """The MD5 of everything held (the last, short part is sent only by ``commit``)."""
+        self._hand_to_hashers()
         self._in_flight.hashed()
-        digest = self._parts_md5.copy()
-        digest.update(self._held_tail())
-        return digest.hexdigest()
+        return self._parts_md5.hexdigest()
 
     # -- used by the store ---------------------------------------------------------------
 
@@ -187,7 +194,7 @@ class S3Partial:
         self.ledger.clear(self.granule_id)
         self.parts, self.candidates = [], {}
         self._new_product_hash()
-        self._filled = 0
+        self._filled = self._hashed = 0
         self._done = 0
 
     def close(self) -> None:
@@ -210,8 +217,15 @@ class S3Partial:
 
     def _new_product_hash(self) -> None:
         self._parts_md5 = new_product_hash()
-        self._in_flight.product_hash = self._parts_md5
+        self._in_flight.reset(self._parts_md5)
         self._prefix_state = saved_state(self._parts_md5)
+
+    def _hand_to_hashers(self) -> None:
+        """Hand the bytes of the part being filled that the hashing threads have not seen (a view)."""
+        if self._filled > self._hashed:
+            assert self._part is not None
+            self._in_flight.hash(memoryview(self._part)[self._hashed : self._filled])
+            self._hashed = self._filled
 
     def _settle_what_can(self) -> None:
         """Wait for every part in flight; one that failed is simply not kept (its bytes come again)."""
@@ -276,18 +290,20 @@ class S3Partial:
 
     def _send_full_part(self) -> None:
         """Hand the full part itself over (no copy); the next one is a spare or a new buffer."""
+        self._hand_to_hashers()
         number = self._next_part_number()
         assert self._part is not None
         assert self.upload_id is not None
-        body, self._part, self._filled = self._part, None, 0
+        body, self._part, self._filled, self._hashed = self._part, None, 0, 0
         self._in_flight.send(self.upload_id, number, body, self.candidates.pop(number, None))
 
     def _send_short_part(self) -> None:
         """The last part, shorter than the others (sent at commit): a copy of its bytes."""
+        self._hand_to_hashers()
         number = self._next_part_number()
         assert self.upload_id is not None
         body = bytes(self._held_tail())
-        self._filled = 0
+        self._filled = self._hashed = 0
         self._in_flight.send(self.upload_id, number, body, self.candidates.pop(number, None))
 
     def _record(self, settled: Sequence[Settled]) -> None:
