@@ -14,7 +14,17 @@ from benchmarks.hubproc import RemoteHub
 from benchmarks.measure import child_pythonpath
 from s2_downloader.testing.stack import Pipeline, Services
 
-__all__ = ["CLI", "bench_services", "child_pythonpath", "cli_env", "log_events", "remote_hub", "stack_cpu"]
+__all__ = [
+    "CLI",
+    "bench_services",
+    "child_pythonpath",
+    "cli_env",
+    "cpu_seconds",
+    "log_events",
+    "pin",
+    "remote_hub",
+    "stack_cpu",
+]
 
 #: The installed console script, next to the interpreter running the benchmarks.
 CLI = str(Path(sys.executable).parent / "s2-downloader")
@@ -50,7 +60,7 @@ def log_events(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def _cpu_of(pid: int, *, reaped_children: bool) -> float:
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     """User + system CPU seconds of ``pid`` (all its threads), and of its reaped children if asked."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -79,15 +89,26 @@ def _children(pid: int) -> list[int]:
 
 def stack_cpu(services: Services) -> dict[str, float]:
     """CPU seconds used so far by each server of the stack (PostgreSQL: postmaster and backends)."""
-    cpu: dict[str, float] = {"hub simulator": _cpu_of(remote_hub(services).pid, reaped_children=False)}
+    cpu: dict[str, float] = {"hub simulator": cpu_seconds(remote_hub(services).pid, reaped_children=False)}
     sqs: Any = services.sqs
     if sqs._process is not None:
-        cpu["moto SQS server"] = _cpu_of(sqs._process.pid, reaped_children=True)
+        cpu["moto SQS server"] = cpu_seconds(sqs._process.pid, reaped_children=True)
     postgres: Any = services.postgres
     pid_file = postgres._data_dir / "postmaster.pid"
     if pid_file.exists():
         postmaster = int(pid_file.read_text().split()[0])
-        cpu["PostgreSQL"] = _cpu_of(postmaster, reaped_children=True) + sum(
-            _cpu_of(child, reaped_children=True) for child in _children(postmaster)
+        cpu["PostgreSQL"] = cpu_seconds(postmaster, reaped_children=True) + sum(
+            cpu_seconds(child, reaped_children=True) for child in _children(postmaster)
         )
     return cpu
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Let every thread of process ``pid`` run only on ``cpus``; the threads it starts later inherit it.
+
+    ``sched_setaffinity`` applies to one thread, so each task under ``/proc/<pid>/task`` is set;
+    a thread that ends meanwhile is skipped.
+    """
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.sched_setaffinity(int(task.name), cpus)

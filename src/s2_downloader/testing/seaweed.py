@@ -120,6 +120,14 @@ class ThrowawaySeaweed:
         return f"http://{self.host}:{self._s3_port}"
 
     @property
+    def pid(self) -> int:
+        """The server's process id (for the benchmarks' CPU accounting and placement)."""
+        if self._process is None:
+            msg = "the SeaweedFS server is not running; call start() first"
+            raise SeaweedError(msg)
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
