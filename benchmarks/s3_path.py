@@ -115,7 +115,7 @@ _TIMED = (_S3, _CEILING, _HLS, _EFS, _S3_CAPPED, _EFS_CAPPED)
 #: Timed on the large product with the server's cores and the clients' apart, and shared.
 _CPU_TIMED = (_S3, _CEILING, _S3_SHARED, _CEILING_SHARED)
 #: Processes whose peak RSS is measured (the ceiling runs in this process).
-_PROCESSES = (_S3, _HLS, _EFS, _S3_CAPPED, _EFS_CAPPED, _S3_SMALL, _HLS_SMALL, _S3_SHARED)
+_PROCESSES = (_S3, _HLS, _EFS, _S3_CAPPED, _EFS_CAPPED, _S3_SMALL, _HLS_SMALL)
 #: Lambda's smallest memory setting, and the headroom and step of the table's rule.
 LAMBDA_MIN_MB: Final = 128
 LAMBDA_HEADROOM: Final = 1.25
@@ -129,9 +129,7 @@ class S3Path:
     size: int
     #: How the cores were split: "server on CPU 1, clients on CPU 0", or why they were not.
     placement: str = ""
-    seconds: dict[str, Runs] = attrs.field(
-        factory=lambda: {name: Runs() for name in (*_TIMED, _S3_SHARED, _CEILING_SHARED)}
-    )
+    seconds: dict[str, Runs] = attrs.field(factory=lambda: {name: Runs() for name in {*_TIMED, *_CPU_TIMED}})
     #: CPU seconds of the client's process (the runner, start-up included; the ceiling's own
     #: process during its upload) and of the S3 server, per run.
     client_cpu: dict[str, Runs] = attrs.field(factory=lambda: {name: Runs() for name in _CPU_TIMED})
@@ -216,6 +214,11 @@ class _Placement:
         every = set(self.server | self.clients)
         for pid in (self.server_pid, os.getpid(), self.hub_pid):
             pin(pid, every)
+
+
+def _product_id(size: int) -> str:
+    """The simulator's id of the benchmark's product of ``size`` bytes (the same for every contender)."""
+    return f"S2BENCH_S3_{size // MIB}MIB"
 
 
 def _cpus(cpus: frozenset[int]) -> str:
@@ -381,7 +384,7 @@ class _Contenders:
 
     @property
     def _large(self) -> str:
-        return f"S2BENCH_S3_{self.result.size // MIB}MIB"
+        return _product_id(self.result.size)
 
     def steps(self) -> list[Callable[[int], None]]:
         """Every step of a round, in the order of the first round."""
@@ -448,10 +451,10 @@ class _Contenders:
         self._timed(_EFS_CAPPED, _Run(run.transfer_seconds, run.max_rss))
 
     def s3_small(self, _: int) -> None:
-        self.result.rss[_S3_SMALL].add(self._s3_store(f"S2BENCH_S3_{SMALL // MIB}MIB", SMALL).max_rss)
+        self.result.rss[_S3_SMALL].add(self._s3_store(_product_id(SMALL), SMALL).max_rss)
 
     def hls_small(self, _: int) -> None:
-        run = _hls_way(self.services, self.bucket, f"S2BENCH_S3_{SMALL // MIB}MIB", SMALL)
+        run = _hls_way(self.services, self.bucket, _product_id(SMALL), SMALL)
         self.result.rss[_HLS_SMALL].add(run.max_rss)
 
 
@@ -461,7 +464,7 @@ def measure_s3_path(
     """``rounds`` rounds of every contender, then the part sizes, all on SeaweedFS."""
     started = time.monotonic()
     say(f"S3 store: SeaweedFS, the {size // MIB} MiB product in memory")
-    parts = _parts(services, f"S2BENCH_S3_{size // MIB}MIB", size)
+    parts = _parts(services, _product_id(size), size)
     placement = _Placement.split(services)
     result = S3Path(size=size, placement=placement.describe())
     client = _bench_client(services.seaweed().endpoint_url)
@@ -480,7 +483,7 @@ def measure_s3_path(
         parts.clear()
         placement.apart()
         # Informative, no target: three rounds are enough and keep the section's time down.
-        _part_sizes(services, bucket, f"S2BENCH_S3_{size // MIB}MIB", result, rounds=min(rounds, 3), say=say)
+        _part_sizes(services, bucket, _product_id(size), result, rounds=min(rounds, 3), say=say)
     finally:
         placement.shared()
         shutil.rmtree(scratch, ignore_errors=True)

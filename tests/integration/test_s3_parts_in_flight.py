@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import pytest
 
+from s2_downloader.adapters.store import md5state
 from s2_downloader.adapters.store.s3 import S3Store
 from s2_downloader.adapters.store.s3.in_flight import PART_ATTEMPTS
 from s2_downloader.domain import Done, Failed, RetryLater, State
@@ -195,11 +196,14 @@ def test_each_part_is_hashed_as_it_fills_in_slices_that_straddle_the_parts(servi
     key = FileKey(granule_id="slices", filename="slices.SAFE")
     chunk = 777_777
     taken_before_the_first_part: int | None = None
+    assert md5state.available()  # the product's MD5 is OpenSSL's, which counts the bits it has taken
 
     with store.open_partial(key, checksum=md5(product)) as partial:
         for start in range(0, len(product), chunk):
             partial.write(product[start : start + chunk])
             if taken_before_the_first_part is None and start + chunk > 3 * MIB:
+                # The precondition: part 1 is still being filled, nothing handed over to upload.
+                assert (partial.parts, partial._in_flight.count) == ([], 0)
                 partial._in_flight.hashed()
                 taken_before_the_first_part = partial._parts_md5.bit_count // 8  # type: ignore[union-attr]
         store.promote(key)
@@ -215,7 +219,6 @@ def test_a_failure_to_hash_fails_the_attempt_and_completes_nothing(
 ) -> None:
     """GIVEN OpenSSL's MD5 failing once the product's MD5 has taken in 7 MiB (on its own thread) THEN
     the attempt fails with a store error saying so, and no object is completed under the key."""
-    from s2_downloader.adapters.store import md5state
     from s2_downloader.domain.errors import FileStoreError
 
     assert md5state.available()
